@@ -1,0 +1,5 @@
+import sys
+
+from semples.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""`semples <verb> ...`: the command line. `main(argv)` returns an exit status, so tests can call it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from semples import __version__
+
+# verb -> module under semples.commands. Order = order in `semples --help`.
+VERBS: dict[str, str] = {
+    "train": "semples.commands.train",
+}
+
+DESCRIPTION = """\
+Weakly-supervised semantic segmentation from image-level labels with a frozen CLIP.
+
+Typical SemPLeS pipeline (each step writes a run folder that the next one is handed explicitly):
+  semples train --scheme sequential --config voc_semples --set data.root=/data/VOCdevkit
+  semples train --stage match --config voc_semples --generator runs/semples/classify
+
+Every verb has its own --help. Configs are YAML presets (see `semples train --list-presets`) or files;
+`--set key.sub=value` overrides any value."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semples", description=DESCRIPTION, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"semples {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    for verb, module_name in VERBS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(verb, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+                           formatter_class=_Formatter)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the exit status (0 success, 1 failure, 2 usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    from semples.errors import UserError
+
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as e:
+        print(f"semples {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"semples {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
