@@ -12,6 +12,7 @@ from semples import __version__
 # verb -> module under semples.commands. Order = order in `semples --help`.
 VERBS: dict[str, str] = {
     "train": "semples.commands.train",
+    "data": "semples.commands.data",
 }
 
 DESCRIPTION = """\

@@ -99,6 +99,9 @@ class SchemeConfig:
     # checkpoint (reference) or from the match result
     run_classify: bool = True  # `--scheme` runs stage classify first (off when handing in a trained generator)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"scheme.rounds must be >= 1, got {self.rounds}")
@@ -121,6 +124,9 @@ class StageConfig:
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke tests, benchmarks)
     checkpoint_every_steps: int | None = None  # extra mid-epoch checkpoints (long epochs); one per epoch always
     transform: TrainTransformConfig = field(default_factory=TrainTransformConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.batch_size % self.grad_accum:

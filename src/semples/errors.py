@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from semples.data.base import DataError
+from semples.utils.checkpoint_io import CheckpointError
 from semples.utils.dataclass_config import ConfigError
 
 
@@ -10,8 +11,6 @@ class WeightsError(RuntimeError):
     """Pretrained weights are missing or do not fit; the message says what to pass instead."""
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint or run folder is missing, incomplete or from a different setup."""
-
-
 UserError = (ConfigError, DataError, WeightsError, CheckpointError, FileNotFoundError)
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "UserError", "WeightsError"]

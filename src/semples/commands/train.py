@@ -1,0 +1,93 @@
+"""`semples train`: one stage, or a whole learning scheme."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train the mask generator: one stage (--stage) or a whole learning scheme (--scheme)"
+DESCRIPTION = """\
+Train the mask generator S with SemPLeS.
+
+One stage at a time (each run folder is handed explicitly to the next):
+  semples train --stage classify --config voc_semples
+  semples train --stage match    --config voc_semples --generator runs/semples/classify
+  semples train --stage prompt   --config voc_semples --generator runs/semples/match
+  semples train --stage refine   --config voc_semples --generator runs/semples/classify --prompts runs/semples/prompt
+(refine starts S from the classify result as the reference code does; scheme.refine_init=match uses match's.)
+
+All stages in order:
+  semples train --scheme sequential --config voc_semples
+  semples train --scheme alternating --rounds 2 --config voc_semples
+  semples train --scheme joint --config voc_semples
+
+Each stage writes <output_dir>/<experiment>/<stage>/ with config.yaml, checkpoint.pt (after every epoch),
+metrics.jsonl and manifest.json. A finished stage is skipped when run again; an interrupted one continues with
+--resume. Several GPUs: `accelerate launch --multi_gpu --num_processes N -m semples train ...`
+(or torchrun). Offline machines pass weights explicitly: --set clip.pretrained=/path/ViT-B-32.pt
+--set generator.backbone_checkpoint=/path/deit_small_patch16_224.pth."""
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """--config / --set / --list-presets, shared by the verbs that read an experiment config."""
+    p.add_argument("--config", "-c", metavar="YAML",
+                   help="experiment config: a YAML file or a preset name (see --list-presets); default: built-in "
+                        "defaults (VOC numbers, synthetic data)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set match.epochs=5 --set data.root=/data/VOC (repeatable)")
+    p.add_argument("--list-presets", action="store_true", help="list the shipped config presets and exit")
+
+
+def load_cli_config(args: argparse.Namespace):
+    from semples.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--stage", choices=["classify", "match", "prompt", "refine", "joint"],
+                      help="train one stage")
+    what.add_argument("--scheme", choices=["sequential", "alternating", "joint"],
+                      help="train all stages of a learning scheme in order")
+    add_config_arguments(p)
+    p.add_argument("--rounds", type=int, help="alternating scheme: (prompt -> refine) rounds (default: config)")
+    p.add_argument("--generator", metavar="RUN",
+                   help="run folder (or checkpoint.pt) of the mask generator to start from; with --scheme it "
+                        "replaces stage classify")
+    p.add_argument("--prompts", metavar="RUN", help="run folder of stage prompt (needed by --stage refine)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="this stage's run folder (default: <output_dir>/<experiment>/<stage>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted stage from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="retrain even if the run folder holds a checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from semples.config import dump_config, preset_names
+    from semples.training import TrainingSession, train_scheme
+
+    if args.list_presets:
+        print("\n".join(preset_names()))
+        return 0
+    cfg = load_cli_config(args)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    if args.stage is None and args.scheme is None:
+        print("semples train: error: pass --stage NAME or --scheme NAME (see semples train --help)")
+        return 2
+    if args.stage is not None:
+        session = TrainingSession(cfg)
+        result = session.train(args.stage, run_dir=args.run_dir, generator=args.generator, prompts=args.prompts,
+                               resume=args.resume, force=args.force)
+        if session.accelerator.is_main_process:
+            print(f"{args.stage}: {result.status} ({result.global_step} steps) -> {result.run_dir}")
+        return 0
+    results = train_scheme(cfg, scheme=args.scheme, rounds=args.rounds, generator=args.generator,
+                           resume=args.resume, force=args.force)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        for folder, result in results.items():
+            print(f"{folder}: {result.status} ({result.global_step} steps) -> {result.run_dir}")
+    return 0

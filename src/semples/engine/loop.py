@@ -1,0 +1,327 @@
+"""THE training loop. It runs any `Stage` (a module whose forward returns {"loss": ..., named parts}) and knows
+nothing of SemPLeS.
+
+AdamW + per-step cosine schedule (optional linear warm-up and linear lr scaling by the global batch),
+gradient accumulation, mixed precision and DDP through accelerate, a checkpoint at the end of every epoch
+(optionally every N steps too), written atomically, and resume: the data order comes from (seed, epoch), each
+item's augmentation from (seed, epoch, index), model-side randomness is reseeded from (seed, epoch, rank) at
+each epoch start (and restored from the checkpoint mid-epoch) — so an interrupted and resumed run ends with the
+same weights as an uninterrupted one. The last checkpoint is the result (no ground-truth model selection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from semples import __version__
+from semples.data.base import collate, item_seed
+from semples.engine.metrics import MetricsLog
+from semples.engine.sampler import EpochShardSampler
+from semples.utils.checkpoint_io import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    read_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+# config keys that may change between an interrupted run and its resumption
+RESUME_TOLERANT_KEYS = ("log_every", "device", "output_dir", "data.num_workers", "data.root")
+
+
+@dataclass
+class StageResult:
+    """What `train_stage` did: where, how far, and with which final averaged losses."""
+
+    run_dir: Path
+    status: str  # "finished" | "skipped" (already finished) | "stopped" (max_steps)
+    global_step: int
+    epochs_done: int
+    last_losses: dict
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, min_lr: float = 0.0, warmup_steps: int = 0) -> float:
+    """Learning rate after `step` optimiser steps: linear warm-up, then cosine from base_lr to min_lr."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    t = min(max(step - warmup_steps, 0) / span, 1.0)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norm weights (1-D parameters)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def split_state(module: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """state_dict grouped by top-level submodule: {"mask_generator": {...}, "prompts": {...}}."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in module.state_dict().items():
+        head, _, rest = key.partition(".")
+        out.setdefault(head, {})[rest] = value.detach().cpu()
+    return out
+
+
+def join_state(modules: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {f"{head}.{rest}": v for head, sd in modules.items() for rest, v in sd.items()}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = RESUME_TOLERANT_KEYS) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (ignoring `ignore`)."""
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k not in ignore and a.get(k) != b.get(k)]
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage_cfg, *, run_dir: str | Path,
+                accelerator, seed: int = 0, num_workers: int = 0, log_every: int = 10,
+                config_dict: dict | None = None, config_yaml: str | None = None, inputs: dict | None = None,
+                resume: bool = False, force: bool = False) -> StageResult:
+    """Trains `stage` on `dataset` and writes `run_dir/{config.yaml, manifest.json, metrics.jsonl, checkpoint.pt}`.
+
+    Args:
+        stage: a `semples.stages.Stage` (any nn.Module whose forward(batch) returns a dict with "loss").
+        dataset: yields dicts for keys ``(index, epoch)`` (a `TransformedDataset`).
+        stage_cfg: a `StageConfig` (epochs, batch size, lr, ...).
+        run_dir: this stage's run folder.
+        accelerator: from `make_accelerator` (one per process, shared by the stages of a scheme run).
+        seed: base seed of data order, augmentation and model randomness.
+        num_workers: DataLoader workers per process.
+        log_every: optimiser steps between metrics.jsonl records.
+        config_dict / config_yaml: the resolved config (stored in the checkpoint / the run folder).
+        inputs: what the stage was built from (checkpoint paths and hashes), for the manifest.
+        resume: continue an unfinished checkpoint in `run_dir`.
+        force: start over even if `run_dir` holds a checkpoint.
+
+    Returns:
+        A `StageResult`. A finished run folder is skipped (status "skipped") unless `force`.
+
+    Raises:
+        CheckpointError: `run_dir` holds an unfinished checkpoint and neither `resume` nor `force` is set, or the
+            config changed since the checkpoint was written.
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    acc = accelerator
+    main = acc.is_main_process
+    config_dict = config_dict or {}
+    name = getattr(stage, "name", type(stage).__name__)
+
+    state = None
+    if ckpt_path.exists() and not force:
+        state = read_checkpoint(ckpt_path)
+        diff = config_differences(state.get("config", {}), config_dict)
+        if state.get("finished"):
+            if diff:
+                raise CheckpointError(f"{ckpt_path}: finished with a different config ({', '.join(diff[:8])}); "
+                                      "use another experiment name or --force to retrain")
+            log.info("%s: already finished in %s (--force retrains)", name, run_dir)
+            return StageResult(run_dir, "skipped", state["progress"]["global_step"], state["progress"]["epoch"],
+                               state.get("last_losses", {}))
+        if not resume:
+            raise CheckpointError(f"{ckpt_path}: an unfinished run is there; pass --resume to continue it or "
+                                  "--force to start over")
+        if diff:
+            raise CheckpointError(f"{ckpt_path}: config changed since the checkpoint ({', '.join(diff[:8])}); "
+                                  "resume with the same config or pass --force to start over")
+
+    world, rank = acc.num_processes, acc.process_index
+    global_batch = stage_cfg.batch_size
+    if global_batch % (world * stage_cfg.grad_accum):
+        raise CheckpointError(f"batch_size {global_batch} must be divisible by processes ({world}) × grad_accum "
+                              f"({stage_cfg.grad_accum})")
+    micro = global_batch // (world * stage_cfg.grad_accum)
+    sampler = EpochShardSampler(len(dataset), global_batch, seed=seed, rank=rank, world=world)
+    steps_per_epoch = sampler.steps_per_epoch
+    if steps_per_epoch == 0:
+        raise CheckpointError(f"stage {name}: the dataset has {len(dataset)} items, fewer than one batch of "
+                              f"{global_batch}; lower {name}.batch_size")
+    total_steps = steps_per_epoch * stage_cfg.epochs
+    base_lr = stage_cfg.lr * (global_batch / stage_cfg.lr_base_batch if stage_cfg.scale_lr else 1.0)
+    warmup_steps = int(round(stage_cfg.warmup_epochs * steps_per_epoch))
+
+    stage.to(acc.device)
+    optimizer = torch.optim.AdamW(param_groups(stage, stage_cfg.weight_decay), lr=base_lr)
+    progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
+    if state is not None:
+        stage.load_state_dict(join_state(state["modules"]), strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        progress = dict(state["progress"])
+        metrics.truncate_after(progress["global_step"])
+        log.info("%s: resuming from epoch %d step %d (%s)", name, progress["epoch"], progress["global_step"],
+                 ckpt_path)
+    else:
+        metrics.reset()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if config_yaml is not None:
+            atomic_write_text(run_dir / "config.yaml", config_yaml)
+    model, optimizer = acc.prepare(stage, optimizer)
+    raw = acc.unwrap_model(model)
+    is_cuda = acc.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=micro, sampler=sampler, num_workers=num_workers, collate_fn=collate,
+        pin_memory=is_cuda, persistent_workers=num_workers > 0, drop_last=False)
+
+    describe = raw.describe() if hasattr(raw, "describe") else {}
+    manifest = {
+        "stage": name, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "inputs": inputs or {}, **describe, "processes": world, "device": str(acc.device),
+        "mixed_precision": acc.mixed_precision, "seed": seed, "epochs": stage_cfg.epochs,
+        "steps_per_epoch": steps_per_epoch, "global_batch": global_batch, "micro_batch": micro,
+        "grad_accum": stage_cfg.grad_accum, "effective_lr": base_lr, "dataset_size": len(dataset),
+        "semples_version": __version__, "torch_version": torch.__version__, "git_commit": _git_commit(),
+        "model_selection": "last checkpoint (no ground truth used)",
+    }
+
+    def write_manifest(status: str) -> None:
+        if main:
+            manifest.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), progress=dict(progress))
+            atomic_write_json(run_dir / "manifest.json", manifest)
+
+    def save(finished: bool, last_losses: dict) -> None:
+        acc.wait_for_everyone()
+        if main:
+            atomic_torch_save({
+                "format": FORMAT, "version": 1, "stage": name, "config": config_dict,
+                "modules": split_state(raw), "optimizer": optimizer.state_dict(), "progress": dict(progress),
+                "finished": finished, "rng": {"torch": torch.get_rng_state()}, "last_losses": last_losses,
+                "inputs": inputs or {}, "frozen": describe.get("frozen", {}), "processes": world,
+            }, ckpt_path)
+        acc.wait_for_everyone()
+
+    write_manifest("running")
+    stop = bool(stage_cfg.max_steps is not None and progress["global_step"] >= stage_cfg.max_steps)
+    bar = tqdm(total=total_steps, initial=progress["global_step"], desc=name, disable=not main, dynamic_ncols=True,
+               unit="step")
+    window: dict[str, float] = {}
+    window_steps = 0
+    window_start = time.perf_counter()
+    last_losses: dict = {}
+    epoch_sums: dict[str, float] = {}
+    epoch_steps = 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    start_epoch = progress["epoch"]
+    for epoch in range(start_epoch, stage_cfg.epochs):
+        if stop:
+            break
+        start_step = progress["step_in_epoch"] if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, start_step)
+        batches = iter(loader)  # before seeding: creating the iterator draws from the global RNG
+        if epoch == start_epoch and start_step > 0 and state is not None:
+            torch.set_rng_state(state["rng"]["torch"])
+        else:
+            torch.manual_seed(item_seed(seed, epoch, 1_000_000 + rank))  # dropout / drop-path of this epoch
+        epoch_sums, epoch_steps = {}, 0
+        for step_in_epoch in range(start_step, steps_per_epoch):
+            lr = lr_at(progress["global_step"], total_steps, base_lr, stage_cfg.min_lr, warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_losses: dict[str, float] = {}
+            for micro_i in range(stage_cfg.grad_accum):
+                batch = next(batches)
+                batch = {k: (v.to(acc.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                         for k, v in batch.items()}
+                sync = micro_i == stage_cfg.grad_accum - 1
+                with contextlib.nullcontext() if sync or world == 1 else acc.no_sync(model):
+                    losses = model(batch)
+                    acc.backward(losses["loss"] / stage_cfg.grad_accum)
+                for k, v in losses.items():
+                    step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / stage_cfg.grad_accum
+            if stage_cfg.clip_grad_norm:
+                acc.clip_grad_norm_(params, stage_cfg.clip_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress["global_step"] += 1
+            progress["step_in_epoch"] = step_in_epoch + 1
+            for k, v in step_losses.items():
+                window[k] = window.get(k, 0.0) + v
+                epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+            window_steps += 1
+            epoch_steps += 1
+            bar.update(1)
+            if progress["global_step"] % log_every == 0 or step_in_epoch + 1 == steps_per_epoch:
+                means = _reduce_means(acc, window, window_steps)
+                elapsed = time.perf_counter() - window_start
+                rec = {"step": progress["global_step"], "epoch": epoch, "lr": lr, **means,
+                       "images_per_s": window_steps * global_batch / max(elapsed, 1e-9)}
+                metrics.write(rec)
+                bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
+                last_losses = means
+                window, window_steps, window_start = {}, 0, time.perf_counter()
+            if stage_cfg.max_steps is not None and progress["global_step"] >= stage_cfg.max_steps:
+                stop = True
+                break
+            if (stage_cfg.checkpoint_every_steps and progress["global_step"] % stage_cfg.checkpoint_every_steps == 0
+                    and step_in_epoch + 1 < steps_per_epoch):
+                save(False, last_losses)
+        epoch_done = progress["step_in_epoch"] >= steps_per_epoch
+        if epoch_done:
+            progress["epoch"] = epoch + 1
+            progress["step_in_epoch"] = 0
+        finished = stop or progress["epoch"] >= stage_cfg.epochs
+        if epoch_steps:
+            metrics.write({"step": progress["global_step"], "epoch": epoch, "type": "epoch",
+                           **{f"epoch_{k}": v for k, v in _reduce_means(acc, epoch_sums, epoch_steps).items()}})
+        save(finished, last_losses)
+        write_manifest("finished" if finished else "running")
+    bar.close()
+    status = "stopped" if stop and progress["epoch"] < stage_cfg.epochs else "finished"
+    if main:
+        log.info("%s: %s after %d steps -> %s", name, status, progress["global_step"], ckpt_path)
+    return StageResult(run_dir, status, progress["global_step"], progress["epoch"], last_losses)
+
+
+def _reduce_means(acc, sums: dict[str, float], count: int) -> dict[str, float]:
+    """Means over steps and over processes (a collective: every process calls it at the same steps)."""
+    if not sums:
+        return {}
+    keys = sorted(sums)
+    t = torch.tensor([sums[k] / max(count, 1) for k in keys], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1:
+        t = acc.reduce(t, reduction="mean")
+    return {k: float(v) for k, v in zip(keys, t.tolist())}

@@ -1,0 +1,122 @@
+"""Runs training stages and learning schemes from a config: the layer between the CLI and stages + engine.
+
+Run folders: ``<output_dir>/<experiment>/<stage>/`` (alternating scheme: ``prompt_r2``, ``refine_r2``, ...).
+Each stage is handed the previous stage's run folder explicitly; nothing is found by searching folders.
+
+Schemes (paper Table 6):
+    sequential   classify -> match -> prompt -> refine                       (default; 1 round)
+    alternating  classify -> match -> (prompt -> refine) × rounds            (round r's prompt sees round r-1's S)
+    joint        classify -> joint                                            (S and prompts together)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from semples.config import STAGES, Config, config_to_dict, dump_config
+from semples.data import TransformedDataset, build_dataset
+from semples.data.transforms import TrainTransform
+from semples.engine import StageResult, make_accelerator, train_stage
+from semples.stages import build_stage
+
+log = logging.getLogger(__name__)
+
+
+def stage_run_dir(cfg: Config, folder: str) -> Path:
+    """<output_dir>/<experiment>/<folder>."""
+    return Path(cfg.output_dir) / cfg.experiment / folder
+
+
+@dataclass
+class TrainingSession:
+    """Things shared by the stages of one process: the accelerator, the dataset, the frozen CLIP."""
+
+    cfg: Config
+    accelerator: object = None
+    clip: object = None
+    _dataset: object = None
+    results: dict[str, StageResult] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.accelerator is None:
+            self.accelerator = make_accelerator(self.cfg.device, self.cfg.mixed_precision, self.cfg.deterministic)
+
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            self._dataset = build_dataset(self.cfg.data, self.cfg.data.train_split)
+        return self._dataset
+
+    def train(self, stage_name: str, *, folder: str | None = None, run_dir: str | Path | None = None,
+              generator: str | Path | None = None, prompts: str | Path | None = None, resume: bool = False,
+              force: bool = False) -> StageResult:
+        """Trains one stage into its run folder (skipped when that folder holds a finished run)."""
+        cfg = self.cfg
+        run_dir = Path(run_dir) if run_dir is not None else stage_run_dir(cfg, folder or stage_name)
+        if self.clip is None and stage_name != "classify":
+            from semples.models.clip import load_clip
+
+            self.clip = load_clip(cfg.clip, self.accelerator.device)
+        built = build_stage(stage_name, cfg, self.dataset.classes,
+                            generator=str(generator) if generator is not None else None,
+                            prompts=str(prompts) if prompts is not None else None, clip=self.clip,
+                            device=str(self.accelerator.device))
+        stage_cfg = cfg.stage(stage_name)
+        data = TransformedDataset(self.dataset, TrainTransform(stage_cfg.transform), seed=cfg.seed)
+        # the checkpoint keeps the shared sections and this stage's own section: changing another stage's
+        # settings must not invalidate this run (the full config is in config.yaml)
+        config_dict = {k: v for k, v in config_to_dict(cfg).items()
+                       if k == stage_name or k not in STAGES and k != "scheme"}
+        config_dict["stage_name"] = stage_name
+        result = train_stage(
+            built.stage, data, stage_cfg, run_dir=run_dir, accelerator=self.accelerator, seed=cfg.seed,
+            num_workers=cfg.data.num_workers, log_every=cfg.log_every, config_dict=config_dict,
+            config_yaml=dump_config(cfg), inputs=built.inputs, resume=resume, force=force)
+        self.results[folder or stage_name] = result
+        return result
+
+
+def train_scheme(cfg: Config, *, scheme: str | None = None, rounds: int | None = None,
+                 generator: str | Path | None = None, resume: bool = False, force: bool = False,
+                 session: TrainingSession | None = None) -> dict[str, StageResult]:
+    """Runs all stages of a learning scheme in order, each handed its predecessors' run folders.
+
+    Args:
+        cfg: the experiment config (`cfg.scheme` gives defaults for `scheme` and `rounds`).
+        scheme: sequential | alternating | joint.
+        rounds: (prompt -> refine) rounds of the alternating scheme.
+        generator: a trained S (run folder/checkpoint) to start from instead of running stage classify.
+        resume: continue unfinished stages; finished ones are skipped either way.
+        force: retrain every stage from scratch.
+
+    Returns:
+        folder name -> StageResult, in the order run.
+    """
+    scheme = scheme or cfg.scheme.scheme
+    rounds = rounds or cfg.scheme.rounds
+    if scheme == "sequential" and rounds != 1:
+        log.info("scheme sequential runs 1 round (use --scheme alternating for %d)", rounds)
+        rounds = 1
+    session = session or TrainingSession(cfg)
+    kw = dict(resume=resume, force=force)
+    if generator is None and cfg.scheme.run_classify:
+        initial = session.train("classify", **kw).run_dir
+    else:
+        initial = Path(generator) if generator is not None else None
+    if scheme == "joint":
+        session.train("joint", generator=initial, **kw)
+        return session.results
+    if scheme not in ("sequential", "alternating"):
+        raise ValueError(f"unknown scheme {scheme!r}; valid: sequential, alternating, joint")
+    match_dir = session.train("match", generator=initial, **kw).run_dir
+    current = match_dir
+    refine_start = initial if cfg.scheme.refine_init == "initial" else match_dir
+    for r in range(1, rounds + 1):
+        suffix = "" if rounds == 1 else f"_r{r}"
+        prompt_dir = session.train("prompt", folder=f"prompt{suffix}", generator=current, **kw).run_dir
+        start = refine_start if r == 1 else current  # later rounds continue the previous refinement
+        current = session.train("refine", folder=f"refine{suffix}", generator=start, prompts=prompt_dir,
+                                **kw).run_dir
+    return session.results
