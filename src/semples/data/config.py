@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from semples.data.synthetic import SyntheticConfig
 from semples.utils.dataclass_config import ConfigError
 
 
@@ -18,6 +19,9 @@ class TrainTransformConfig:
     randaugment: str | None = "rand-m9-mstd0.5-inc1"  # timm RandAugment spec (image only); null = off
     random_erasing: float = 0.25  # probability of random erasing (image only, after normalisation); 0 = off
     normalize: str = "imagenet"  # "imagenet" or "clip" mean/std
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
@@ -38,3 +42,4 @@ class DataConfig:
     num_workers: int = 2  # DataLoader workers per process
     skip_bad: bool = False  # skip unreadable items (reported at the end) instead of stopping at the first
     options: dict[str, str | int | float | bool | list[str] | None] = field(default_factory=dict)  # reader extras
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # the synthetic world (dataset: synthetic)
