@@ -1,0 +1,87 @@
+"""Config: presets, round trip, overrides, unknown keys, types, inheritance."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from semples.config import Config, ConfigError, config_to_dict, dump_config, load_config, preset_names
+
+
+def test_defaults_are_the_paper_voc_numbers():
+    cfg = Config()
+    assert (cfg.loss.lambda_bg, cfg.loss.lambda_text, cfg.loss.lambda_refine) == (2.4, 0.02, 0.05)
+    assert (cfg.match.lr, cfg.match.batch_size, cfg.match.epochs, cfg.match.weight_decay) == (5e-4, 64, 60, 0.03)
+    assert cfg.match.scale_lr and cfg.match.lr_base_batch == 512  # 5e-4 × 64/512 = 6.25e-5 effective
+    assert (cfg.prompt.batch_size, cfg.prompt.lr) == (128, 0.025)
+    assert cfg.prompt.transform.randaugment is None and cfg.prompt.transform.random_erasing == 0.0
+    assert cfg.match.transform.scale == (0.08, 1.0) and cfg.match.transform.random_erasing == 0.25
+    assert (cfg.prompts.length, cfg.prompts.template, cfg.prompts.init) == (30, "a photo of {}.", "uniform")
+    assert (cfg.masking.space, cfg.masking.eps_match, cfg.masking.eps_prompt) == ("normalized", 0.1, 1e-4)
+    assert (cfg.loss.sim_min, cfg.loss.sim_max) == (1e-4, 0.9999)
+    assert cfg.scheme.scheme == "sequential" and cfg.scheme.refine_init == "initial"
+    assert not cfg.generator.train_trunk and cfg.generator.backbone == "deit_small_patch16_224"
+    assert (cfg.clip.arch, cfg.clip.pretrained) == ("ViT-B-32", "openai")
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_and_round_trips(name, tmp_path):
+    cfg = load_config(name)
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+
+
+def test_voc_and_coco_presets_carry_the_paper_numbers():
+    voc, coco = load_config("voc_semples"), load_config("coco_semples")
+    assert voc.data.dataset == "voc" and coco.data.dataset == "coco"
+    assert (voc.loss.lambda_bg, voc.loss.lambda_text, voc.loss.lambda_refine) == (2.4, 0.02, 0.05)
+    assert (coco.loss.lambda_bg, coco.loss.lambda_text, coco.loss.lambda_refine) == (0.75, 0.01, 0.2)
+    assert coco.match.lr == coco.refine.lr == 5e-6 and coco.prompt.lr == 0.0025
+    assert voc.match.lr == 5e-4 and voc.prompt.lr == 0.025
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["loss.lambda_bg=1.5", "match.transform.scale=[0.5, 1.0]", "clip.cache_dir=null",
+                             "generator.backbone_kwargs={depth: 2}", "match.lr=1e-3", "seed=3"])
+    assert cfg.loss.lambda_bg == 1.5 and cfg.match.transform.scale == (0.5, 1.0)
+    assert cfg.generator.backbone_kwargs == {"depth": 2} and cfg.match.lr == 1e-3 and cfg.seed == 3
+
+
+def test_unknown_keys_list_the_valid_names(tmp_path):
+    with pytest.raises(ConfigError, match="valid keys are: lambda_bg, lambda_text"):
+        load_config(None, ["loss.lamda_bg=1"])
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"match": {"epoch": 3}}))
+    with pytest.raises(ConfigError, match=r"'epoch' in 'match'; valid keys are: epochs, batch_size"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="valid keys are: experiment, output_dir"):
+        load_config(None, ["nonsense=1"])
+
+
+def test_wrong_types_and_values_are_errors():
+    with pytest.raises(ConfigError, match="match.epochs: expected an integer"):
+        load_config(None, ["match.epochs=ten"])
+    with pytest.raises(ConfigError, match="'sideways'"):
+        load_config(None, ["masking.space=sideways"])
+    with pytest.raises(ConfigError, match="divisible"):
+        load_config(None, ["match.batch_size=10", "match.grad_accum=3"])
+    with pytest.raises(ConfigError, match="neither a file nor a preset"):
+        load_config("no_such_preset")
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["loss.lambda_bg"])
+
+
+def test_base_inheritance(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: tiny\nloss:\n  lambda_refine: 0.1\n")
+    cfg = load_config(child)
+    tiny = load_config("tiny")
+    assert cfg.loss.lambda_refine == 0.1 and cfg.clip == tiny.clip and cfg.match == tiny.match
+
+
+def test_resolved_config_is_plain_yaml():
+    text = dump_config(load_config("tiny"))
+    data = yaml.safe_load(text)
+    assert data == config_to_dict(load_config("tiny"))
+    assert "!!python" not in text
