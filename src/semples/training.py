@@ -12,11 +12,15 @@ Schemes (paper Table 6):
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from semples.config import STAGES, Config, config_to_dict, dump_config
 from semples.data import TransformedDataset, build_dataset
+from semples.data.base import item_seed
 from semples.data.transforms import TrainTransform
 from semples.engine import StageResult, make_accelerator, train_stage
 from semples.stages import build_stage
@@ -59,6 +63,9 @@ class TrainingSession:
             from semples.models.clip import load_clip
 
             self.clip = load_clip(cfg.clip, self.accelerator.device)
+        # fresh parameters (random heads, prompt vectors) are a function of (seed, stage): every process and
+        # every re-run builds the same initial stage
+        torch.manual_seed(item_seed(cfg.seed, zlib.crc32(stage_name.encode()), 0))
         built = build_stage(stage_name, cfg, self.dataset.classes,
                             generator=str(generator) if generator is not None else None,
                             prompts=str(prompts) if prompts is not None else None, clip=self.clip,

@@ -100,7 +100,9 @@ def load_prompts(source: str, clip: FrozenCLIP, num_classes: int) -> tuple[Promp
     prompts = PromptTextEncoder(clip, num_classes, length=int(vectors.shape[1]),
                                 template=pcfg.get("template", "a photo of {}."))
     prompts.load_state_dict(state)
-    return prompts, _record(ckpt)
+    record = _record(ckpt)
+    prompts.source = record  # named in the manifest of the stage that holds these prompts frozen
+    return prompts, record
 
 
 def new_prompts(cfg: Config, clip: FrozenCLIP, num_classes: int) -> PromptTextEncoder:
@@ -149,6 +151,8 @@ def build_stage(name: str, cfg: Config, classes: ClassTable, *, generator: str |
         stage = PromptStage(gen, new_prompts(cfg, clip, k), clip, names, **common)
     elif name == "refine":
         learned, inputs["prompts"] = load_prompts(prompts, clip, k)
+        # which S stage refine starts from: the classify result (reference) or the match result
+        inputs["start_point"] = gen_record.get("stage", "fresh")
         stage = RefineStage(gen, learned, clip, names, train_trunk=cfg.generator.train_trunk, **common)
     else:
         stage = JointStage(gen, new_prompts(cfg, clip, k), clip, names, train_trunk=cfg.generator.train_trunk,

@@ -89,7 +89,7 @@ class TokenEmbedding(nn.Module):
         pos = vit.pos_embed.detach()
         cls_pos = pos[:, :1] if pos.shape[1] == self.grid[0] * self.grid[1] + 1 else torch.zeros_like(pos[:, :1])
         patch_pos = pos[:, -self.grid[0] * self.grid[1]:]
-        self.pos_embed = nn.Parameter(patch_pos.clone())
+        self.pos_embed = nn.Parameter(patch_pos.clone(memory_format=torch.contiguous_format))
         # every class token starts from the pretrained class token (+ its position embedding)
         self.class_tokens = nn.Parameter((vit.cls_token.detach() + cls_pos).repeat(1, num_classes, 1).clone())
         self.norm_pre = getattr(vit, "norm_pre", nn.Identity())

@@ -1,0 +1,112 @@
+"""The command line end to end on generated data with tiny random-weight models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from semples.cli import VERBS, main
+from semples.utils.checkpoint_io import read_checkpoint
+
+
+def run_dir(tmp_path, stage):
+    return tmp_path / "tiny" / stage
+
+
+def test_top_level_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for verb in VERBS:
+        assert verb in out
+    assert "semples train --scheme sequential" in out
+    assert main([]) == 2
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_every_verb_has_useful_help(verb, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--help"])
+    assert e.value.code == 0
+    assert len(capsys.readouterr().out) > 300
+
+
+def test_sequential_scheme_end_to_end_and_rerun_skips(tmp_path, capsys):
+    assert main(["train", "--scheme", "sequential", "--config", "tiny", "--set", f"output_dir={tmp_path}"]) == 0
+    for stage in ("classify", "match", "prompt", "refine"):
+        folder = run_dir(tmp_path, stage)
+        assert {p.name for p in folder.iterdir()} >= {"checkpoint.pt", "config.yaml", "manifest.json",
+                                                     "metrics.jsonl"}
+        assert read_checkpoint(folder)["finished"]
+    refine = json.loads((run_dir(tmp_path, "refine") / "manifest.json").read_text())
+    # reference behaviour: refine restarts S from the classify result, with the prompt run's prompts
+    assert refine["inputs"]["generator"]["stage"] == "classify"
+    assert refine["inputs"]["start_point"] == "classify"
+    assert refine["inputs"]["prompts"]["path"].endswith("prompt/checkpoint.pt")
+    prompt = json.loads((run_dir(tmp_path, "prompt") / "manifest.json").read_text())
+    assert prompt["inputs"]["generator"]["path"].endswith("match/checkpoint.pt")
+    assert set(prompt["trainable_parameters"]) == {"prompts"}
+    capsys.readouterr()
+    assert main(["train", "--scheme", "sequential", "--config", "tiny", "--set", f"output_dir={tmp_path}"]) == 0
+    assert capsys.readouterr().out.count("skipped") == 4
+
+
+def test_refine_can_start_from_the_match_result(tmp_path):
+    args = ["train", "--scheme", "sequential", "--config", "tiny", "--set", f"output_dir={tmp_path}",
+            "--set", "scheme.refine_init=match", "--set", "scheme.run_classify=false"]
+    assert main(args) == 0
+    refine = json.loads((run_dir(tmp_path, "refine") / "manifest.json").read_text())
+    assert refine["inputs"]["start_point"] == "match"
+    assert not run_dir(tmp_path, "classify").exists()
+
+
+def test_alternating_rounds_hand_folders_forward(tmp_path):
+    assert main(["train", "--scheme", "alternating", "--rounds", "2", "--config", "tiny",
+                 "--set", f"output_dir={tmp_path}"]) == 0
+    r2 = json.loads((run_dir(tmp_path, "refine_r2") / "manifest.json").read_text())
+    assert r2["inputs"]["generator"]["path"].endswith("refine_r1/checkpoint.pt")
+    assert r2["inputs"]["prompts"]["path"].endswith("prompt_r2/checkpoint.pt")
+    p2 = json.loads((run_dir(tmp_path, "prompt_r2") / "manifest.json").read_text())
+    assert p2["inputs"]["generator"]["path"].endswith("refine_r1/checkpoint.pt")
+
+
+def test_joint_scheme(tmp_path):
+    assert main(["train", "--scheme", "joint", "--config", "tiny", "--set", f"output_dir={tmp_path}"]) == 0
+    ckpt = read_checkpoint(run_dir(tmp_path, "joint"))
+    assert set(ckpt["modules"]) == {"mask_generator", "prompts"}
+
+
+def test_single_stages_by_hand(tmp_path):
+    base = ["--config", "tiny", "--set", f"output_dir={tmp_path}"]
+    assert main(["train", "--stage", "classify", *base]) == 0
+    assert main(["train", "--stage", "match", "--generator", str(run_dir(tmp_path, "classify")), *base]) == 0
+    assert main(["train", "--stage", "prompt", "--generator", str(run_dir(tmp_path, "match")), *base]) == 0
+    assert main(["train", "--stage", "refine", "--generator", str(run_dir(tmp_path, "classify") / "checkpoint.pt"),
+                 "--prompts", str(run_dir(tmp_path, "prompt")), "--run-dir", str(tmp_path / "my_refine"),
+                 *base]) == 0
+    assert read_checkpoint(tmp_path / "my_refine")["finished"]
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    base = ["--config", "tiny", "--set", f"output_dir={tmp_path}"]
+    assert main(["train", "--stage", "refine", *base]) == 1
+    assert "--prompts" in capsys.readouterr().err
+    assert main(["train", "--stage", "prompt", "--generator", str(tmp_path / "nowhere"), *base]) == 1
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "Traceback" not in err
+    assert main(["train", "--stage", "match", "--config", "tiny", "--set", "match.epoch=2"]) == 1
+    assert "valid keys are: epochs" in capsys.readouterr().err
+    assert main(["train", "--stage", "classify", "--config", "tiny", "--set", f"output_dir={tmp_path}",
+                 "--set", "classify.batch_size=64"]) == 1
+    assert "fewer than one batch" in capsys.readouterr().err
+    assert main(["train", "--config", "tiny"]) == 2
+
+
+def test_print_config_and_presets(capsys):
+    assert main(["train", "--list-presets"]) == 0
+    assert {"tiny", "voc_semples", "coco_semples"} <= set(capsys.readouterr().out.split())
+    assert main(["train", "--print-config", "--config", "voc_semples", "--set", "loss.lambda_bg=1.25"]) == 0
+    out = capsys.readouterr().out
+    assert "lambda_bg: 1.25" in out and "dataset: voc" in out
