@@ -48,6 +48,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    _atomic(Path(path), lambda f: f.write(data))
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

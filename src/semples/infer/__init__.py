@@ -1,0 +1,1 @@
+"""Inference: multi-scale CAMs (seeds), pseudo masks (dense CRF, region voting), their file formats."""
