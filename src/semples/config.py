@@ -116,7 +116,9 @@ class StageConfig:
     lr: float = 5e-4
     scale_lr: bool = True  # effective lr = lr × (global batch) / lr_base_batch
     lr_base_batch: int = 512
-    min_lr: float = 0.0  # cosine floor
+    schedule: Literal["cosine", "poly"] = "cosine"  # per-step decay after warm-up
+    poly_power: float = 0.9  # exponent of the poly schedule
+    min_lr: float = 0.0  # floor of the decay
     warmup_epochs: float = 0.0
     weight_decay: float = 0.03
     grad_accum: int = 1  # micro-batches per optimiser step (batch_size is split across them)

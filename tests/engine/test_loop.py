@@ -174,6 +174,8 @@ def test_cosine_schedule():
     assert math.isclose(lr_at(100, 100, 1.0, min_lr=0.1), 0.1)
     assert math.isclose(lr_at(0, 100, 1.0, warmup_steps=10), 0.1)
     assert math.isclose(lr_at(10, 110, 1.0, warmup_steps=10), 1.0)
+    assert math.isclose(lr_at(50, 100, 1.0, schedule="poly", power=1.0), 0.5)
+    assert math.isclose(lr_at(75, 100, 2.0, schedule="poly", power=2.0), 2.0 * 0.25**2)
 
 
 def test_sampler_shards_are_disjoint_and_cover_each_global_batch():

@@ -52,12 +52,17 @@ class StageResult:
     last_losses: dict
 
 
-def lr_at(step: int, total_steps: int, base_lr: float, min_lr: float = 0.0, warmup_steps: int = 0) -> float:
-    """Learning rate after `step` optimiser steps: linear warm-up, then cosine from base_lr to min_lr."""
+def lr_at(step: int, total_steps: int, base_lr: float, min_lr: float = 0.0, warmup_steps: int = 0,
+          schedule: str = "cosine", power: float = 0.9) -> float:
+    """Learning rate after `step` optimiser steps: linear warm-up, then cosine or poly decay to min_lr."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     span = max(total_steps - warmup_steps, 1)
     t = min(max(step - warmup_steps, 0) / span, 1.0)
+    if schedule == "poly":
+        return min_lr + (base_lr - min_lr) * (1.0 - t) ** power
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr schedule {schedule!r}; valid: cosine, poly")
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
@@ -258,7 +263,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
             torch.manual_seed(item_seed(seed, epoch, 1_000_000 + rank))  # dropout / drop-path of this epoch
         epoch_sums, epoch_steps = {}, 0
         for step_in_epoch in range(start_step, steps_per_epoch):
-            lr = lr_at(progress["global_step"], total_steps, base_lr, stage_cfg.min_lr, warmup_steps)
+            lr = lr_at(progress["global_step"], total_steps, base_lr, stage_cfg.min_lr, warmup_steps,
+                       stage_cfg.schedule, stage_cfg.poly_power)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             step_losses: dict[str, float] = {}

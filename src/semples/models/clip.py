@@ -13,7 +13,6 @@ checkpoint file, ``local-dir:DIR`` (open_clip_config.json + weights), or a model
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -24,20 +23,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semples.errors import WeightsError
+from semples.utils.checkpoint_io import sha256_file
 
 log = logging.getLogger(__name__)
 
 NO_WEIGHTS = ("", "none", "random", "null")
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "clip"  # small architectures shipped as JSON
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FrozenCLIP(nn.Module):

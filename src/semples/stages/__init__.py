@@ -11,15 +11,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from semples.config import Config, GeneratorConfig
+from semples.config import Config
 from semples.data.base import ClassTable
 from semples.errors import CheckpointError
-from semples.models.clip import FrozenCLIP, PromptTextEncoder, load_clip, sha256_file
-from semples.models.mask_generators import MaskGenerator, build_generator
+from semples.models.clip import FrozenCLIP, PromptTextEncoder, load_clip
+from semples.models.mask_generators import checkpoint_record, load_generator
 from semples.stages.base import Stage
 from semples.stages.classify import ClassifyStage
 from semples.stages.joint import JointStage
@@ -27,7 +26,6 @@ from semples.stages.match import MatchStage
 from semples.stages.prompt import PromptStage
 from semples.stages.refine import RefineStage
 from semples.utils.checkpoint_io import read_checkpoint
-from semples.utils.dataclass_config import from_dict
 
 log = logging.getLogger(__name__)
 
@@ -39,50 +37,12 @@ STAGE_CLASSES: dict[str, type[Stage]] = {
     "joint": JointStage,
 }
 
-# generator fields that define the architecture (taken from the checkpoint when S is loaded from one)
-_ARCH_FIELDS = ("name", "backbone", "backbone_kwargs", "attention_reduction", "attention_pool")
-
-
 @dataclass
 class BuiltStage:
     """A stage ready for the engine, plus a record of what it was built from (for the manifest)."""
 
     stage: Stage
     inputs: dict = field(default_factory=dict)
-
-
-def _record(ckpt: dict) -> dict:
-    return {"path": ckpt["path"], "sha256": sha256_file(ckpt["path"]), "stage": ckpt.get("stage"),
-            "finished": ckpt.get("finished")}
-
-
-def load_generator(source: str | None, cfg: Config, num_classes: int) -> tuple[MaskGenerator, dict]:
-    """The mask generator S: fresh from `cfg.generator` when `source` is None, else from a run folder/checkpoint.
-
-    A loaded S keeps the architecture it was trained with; behaviour switches (mask_source, drop_path) come from
-    `cfg`.
-    """
-    if source is None:
-        return build_generator(cfg.generator, num_classes), {"fresh": dataclasses.asdict(cfg.generator)}
-    ckpt = read_checkpoint(source)
-    state = ckpt.get("modules", {}).get("mask_generator")
-    if state is None:
-        raise CheckpointError(f"{ckpt['path']}: a {ckpt.get('stage')} checkpoint holds no mask generator")
-    saved = ckpt["config"].get("generator", {})
-    merged = dataclasses.asdict(cfg.generator)
-    merged.update({k: saved[k] for k in _ARCH_FIELDS if k in saved})
-    merged.update(pretrained=False, backbone_checkpoint=None)
-    gen_cfg = from_dict(GeneratorConfig, merged)
-    saved_k = int(state["head.weight"].shape[0]) if "head.weight" in state else num_classes
-    if saved_k != num_classes:
-        raise CheckpointError(f"{ckpt['path']}: mask generator was trained for {saved_k} classes, the dataset has "
-                              f"{num_classes}")
-    generator = build_generator(gen_cfg, num_classes, quiet=True)
-    missing, unexpected = generator.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{ckpt['path']}: mask generator weights do not fit the architecture "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return generator, _record(ckpt)
 
 
 def load_prompts(source: str, clip: FrozenCLIP, num_classes: int) -> tuple[PromptTextEncoder, dict]:
@@ -100,7 +60,7 @@ def load_prompts(source: str, clip: FrozenCLIP, num_classes: int) -> tuple[Promp
     prompts = PromptTextEncoder(clip, num_classes, length=int(vectors.shape[1]),
                                 template=pcfg.get("template", "a photo of {}."))
     prompts.load_state_dict(state)
-    record = _record(ckpt)
+    record = checkpoint_record(ckpt)
     prompts.source = record  # named in the manifest of the stage that holds these prompts frozen
     return prompts, record
 
@@ -134,7 +94,7 @@ def build_stage(name: str, cfg: Config, classes: ClassTable, *, generator: str |
         raise CheckpointError("stage refine needs learned prompts: pass --prompts <prompt run folder>")
     if generator is None and name in ("match", "refine", "joint"):
         log.warning("stage %s starts S without a classify checkpoint (ImageNet/random trunk, untrained head)", name)
-    gen, gen_record = load_generator(generator, cfg, k)
+    gen, gen_record = load_generator(generator, cfg.generator, k)
     inputs = {"generator": gen_record}
     if name == "classify":
         lc = cfg.loss
