@@ -110,3 +110,13 @@ def test_print_config_and_presets(capsys):
     assert main(["train", "--print-config", "--config", "voc_semples", "--set", "loss.lambda_bg=1.25"]) == 0
     out = capsys.readouterr().out
     assert "lambda_bg: 1.25" in out and "dataset: voc" in out
+
+
+def test_bf16_mixed_precision_runs_on_cpu(tmp_path):
+    args = ["train", "--scheme", "sequential", "--config", "tiny", "--set", f"output_dir={tmp_path}",
+            "--set", "mixed_precision=bf16"]
+    assert main(args) == 0
+    manifest = json.loads((run_dir(tmp_path, "refine") / "manifest.json").read_text())
+    assert manifest["mixed_precision"] == "bf16"
+    records = [json.loads(x) for x in (run_dir(tmp_path, "refine") / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] is not None for r in records if "loss" in r)

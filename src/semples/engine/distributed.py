@@ -57,6 +57,12 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "auto", determ
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     kwargs = DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=False)
+    # accelerate keeps one process-wide state and refuses a second Accelerator with other settings; a process
+    # that runs several experiments (tests, notebooks, the demo) needs a fresh one. The process group (in
+    # PartialState) is kept.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
     acc = Accelerator(cpu=cpu, mixed_precision=precision, kwargs_handlers=[kwargs])
     log.info("device %s, %d process(es), mixed precision %s", acc.device, acc.num_processes, precision)
     return acc
