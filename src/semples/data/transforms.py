@@ -159,3 +159,128 @@ def pad_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     out = torch.full((height, width), IGNORE_INDEX, dtype=mask.dtype)
     out[: mask.shape[0], : mask.shape[1]] = mask
     return out
+
+
+def pad_image(image: torch.Tensor, height: int, width: int, value: float = 0.0) -> torch.Tensor:
+    """Pads a (3, H, W) image at the bottom/right to (3, height, width) with `value` (0 = mean colour once
+    normalised)."""
+    out = image.new_full((image.shape[0], height, width), value)
+    out[:, : image.shape[1], : image.shape[2]] = image
+    return out
+
+
+class ResizePadTransform:
+    """Deterministic letterbox: resize so the longer side is `size` (aspect kept), pad to a square.
+
+    The image is padded with 0 after normalisation (the mean colour), the mask with the ignore index 255, both at
+    the bottom/right, so every item has the same shape and batches stack.
+    Output: image (3, S, S) normalised; mask (S, S) int64 or None.
+    """
+
+    def __init__(self, size: int, norm: str = "imagenet") -> None:
+        self.size = size
+        self.norm = norm
+
+    def __call__(self, image: Image.Image, mask: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        image = image.convert("RGB")
+        scale = self.size / max(image.width, image.height)
+        w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+        tensor = normalize(to_tensor(image.resize((w, h), Image.BICUBIC)), self.norm)
+        tensor = pad_image(tensor, self.size, self.size)
+        mask_t = None
+        if mask is not None:
+            m = np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8)).resize((w, h), Image.NEAREST))
+            mask_t = pad_mask(torch.from_numpy(m.astype(np.int64)), self.size, self.size)
+        return tensor, mask_t
+
+
+def scaled_size(height: int, width: int, scale: float, multiple_of: int = 1) -> tuple[int, int]:
+    """(h, w) of an image scaled by `scale`, rounded to the nearest multiple of `multiple_of` (at least one)."""
+    def r(x: int) -> int:
+        return max(multiple_of, int(round(x * scale / multiple_of)) * multiple_of)
+
+    return r(height), r(width)
+
+
+def multiscale_views(image: Image.Image, scales: tuple[float, ...] | list[float] = (1.0,), flip: bool = True,
+                     norm: str = "imagenet", multiple_of: int = 1) -> list[tuple[torch.Tensor, float, bool]]:
+    """The inference views of an image: each scale, and its horizontal flip when `flip` is set.
+
+    Args:
+        image: PIL image (H, W).
+        scales: resize factors (VOC CAMs: 1.0, 1.2; COCO: 0.8, 1.0, 1.2).
+        flip: add the horizontally flipped copy of every scale.
+        norm: "imagenet" or "clip" normalisation.
+        multiple_of: round each side to a multiple of this (e.g. the ViT patch size).
+
+    Returns:
+        [(tensor (3, h_s, w_s), scale, flipped), ...] in the order scale 0, scale 0 flipped, scale 1, ...
+        Bring per-view maps back with `merge_views` / `views_to_full_resolution`.
+    """
+    image = image.convert("RGB")
+    out: list[tuple[torch.Tensor, float, bool]] = []
+    for s in scales:
+        h, w = scaled_size(image.height, image.width, s, multiple_of)
+        resized = image if (w, h) == image.size else image.resize((w, h), Image.BICUBIC)
+        tensor = normalize(to_tensor(resized), norm)
+        out.append((tensor, float(s), False))
+        if flip:
+            out.append((tensor.flip(-1), float(s), True))
+    return out
+
+
+def views_to_full_resolution(maps: list[torch.Tensor] | torch.Tensor, flipped: list[bool] | tuple[bool, ...],
+                             size: tuple[int, int], mode: str = "bilinear",
+                             align_corners: bool = False) -> torch.Tensor:
+    """Undoes the flip of each view's map and resizes it to the full image size.
+
+    Shape: maps: V tensors (K, h_v, w_v) (any resolution, e.g. the patch grid) or one (V, K, h, w);
+    returns (V, K, H, W) with (H, W) = `size`.
+    """
+    out = []
+    for m, f in zip(maps, flipped, strict=True):
+        m = m.flip(-1) if f else m
+        m = m[None].float()
+        if tuple(m.shape[-2:]) != tuple(size):
+            kwargs = {"align_corners": align_corners} if mode in ("bilinear", "bicubic") else {}
+            m = F.interpolate(m, size=tuple(size), mode=mode, **kwargs)
+        out.append(m[0])
+    return torch.stack(out)
+
+
+def merge_views(maps: list[torch.Tensor] | torch.Tensor, flipped: list[bool] | tuple[bool, ...],
+                size: tuple[int, int], reduce: str = "sum", mode: str = "bilinear",
+                align_corners: bool = False) -> torch.Tensor:
+    """`views_to_full_resolution` followed by a sum / mean / max over the views.
+
+    Shape: maps as in `views_to_full_resolution`; returns (K, H, W).
+    """
+    full = views_to_full_resolution(maps, flipped, size, mode, align_corners)
+    if reduce == "sum":
+        return full.sum(0)
+    if reduce == "mean":
+        return full.mean(0)
+    if reduce == "max":
+        return full.max(0).values
+    raise ValueError(f"reduce must be sum, mean or max, got {reduce!r}")
+
+
+class MultiScaleTransform:
+    """Transform-signature wrapper of `multiscale_views` for DataLoaders (use batch size 1: sizes differ).
+
+    Output: a list of view tensors in `self.views` order ((scale, flipped) pairs) and the full-resolution mask
+    (H, W) int64 or None. `merge_views(maps, [f for _, f in transform.views], (H, W))` brings maps back.
+    """
+
+    def __init__(self, scales: tuple[float, ...] | list[float] = (1.0,), flip: bool = True, norm: str = "imagenet",
+                 multiple_of: int = 1) -> None:
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+        self.norm = norm
+        self.multiple_of = multiple_of
+        self.views = [(s, f) for s in self.scales for f in ((False, True) if flip else (False,))]
+
+    def __call__(self, image: Image.Image, mask: np.ndarray | None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        views = multiscale_views(image, self.scales, self.flip, self.norm, self.multiple_of)
+        mask_t = torch.from_numpy(np.asarray(mask, dtype=np.int64).copy()) if mask is not None else None
+        return [v for v, _, _ in views], mask_t
