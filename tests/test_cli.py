@@ -120,3 +120,36 @@ def test_bf16_mixed_precision_runs_on_cpu(tmp_path):
     assert manifest["mixed_precision"] == "bf16"
     records = [json.loads(x) for x in (run_dir(tmp_path, "refine") / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] is not None for r in records if "loss" in r)
+
+
+def _user_folder(tmp_path, n=6):
+    """A user's own folder dataset made of synthetic-world images, one of them corrupt."""
+    from semples.data.synthetic import SyntheticWorld
+
+    world = SyntheticWorld()
+    root = tmp_path / "mydata"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        item = world.generate("train", i)
+        from PIL import Image
+
+        Image.fromarray(item.image).save(root / "images" / f"img{i}.jpg")
+        names = [world.class_names[k] for k in range(len(world.class_names)) if item.labels[k] > 0]
+        rows.append(f"img{i}.jpg,{';'.join(names)}")
+    (root / "labels.csv").write_text("image,labels\n" + "\n".join(rows) + "\n")
+    (root / "images" / "img2.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_training_on_a_folder_with_a_bad_image(tmp_path, capsys):
+    root = _user_folder(tmp_path)
+    base = ["train", "--stage", "classify", "--config", "tiny", "--set", f"output_dir={tmp_path / 'runs'}",
+            "--set", "data.dataset=folder", "--set", f"data.root={root}"]
+    assert main(base) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "img2.jpg: not an image file" in errors[0] and "Traceback" not in err
+    assert main([*base, "--set", "data.skip_bad=true", "--force"]) == 0
+    manifest = json.loads((tmp_path / "runs" / "tiny" / "classify" / "manifest.json").read_text())
+    assert len(manifest["bad_items"]) == 1 and "img2.jpg" in manifest["bad_items"][0]

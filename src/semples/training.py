@@ -11,6 +11,7 @@ Schemes (paper Table 6):
 
 from __future__ import annotations
 
+import json
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -19,11 +20,12 @@ from pathlib import Path
 import torch
 
 from semples.config import STAGES, Config, config_to_dict, dump_config
-from semples.data import TransformedDataset, build_dataset
+from semples.data import TransformedDataset, bad_items_report, build_dataset
 from semples.data.base import item_seed
 from semples.data.transforms import TrainTransform
 from semples.engine import StageResult, make_accelerator, train_stage
 from semples.stages import build_stage
+from semples.utils.checkpoint_io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ class TrainingSession:
     @property
     def dataset(self):
         if self._dataset is None:
-            self._dataset = build_dataset(self.cfg.data, self.cfg.data.train_split)
+            # with data.skip_bad, unreadable items are substituted and listed in <experiment>/bad_items.txt
+            self._dataset = build_dataset(self.cfg.data, self.cfg.data.train_split,
+                                          bad_items_dir=Path(self.cfg.output_dir) / self.cfg.experiment)
         return self._dataset
 
     def train(self, stage_name: str, *, folder: str | None = None, run_dir: str | Path | None = None,
@@ -82,6 +86,15 @@ class TrainingSession:
             num_workers=cfg.data.num_workers, log_every=cfg.log_every, config_dict=config_dict,
             config_yaml=dump_config(cfg), inputs=built.inputs, resume=resume, force=force)
         self.results[folder or stage_name] = result
+        bad = bad_items_report(self.dataset)
+        if bad and self.accelerator.is_main_process:
+            log.warning("%s: %d unreadable item(s) were skipped (data.skip_bad); see %s", stage_name, len(bad),
+                        Path(cfg.output_dir) / cfg.experiment / "bad_items.txt")
+            manifest_path = result.run_dir / "manifest.json"
+            if manifest_path.exists():
+                manifest = json.loads(manifest_path.read_text())
+                manifest["bad_items"] = bad
+                atomic_write_json(manifest_path, manifest)
         return result
 
 

@@ -249,73 +249,78 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     epoch_sums: dict[str, float] = {}
     epoch_steps = 0
     params = [p for p in model.parameters() if p.requires_grad]
-    model.train()
-    start_epoch = progress["epoch"]
-    for epoch in range(start_epoch, stage_cfg.epochs):
-        if stop:
-            break
-        start_step = progress["step_in_epoch"] if epoch == start_epoch else 0
-        sampler.set_epoch(epoch, start_step)
-        batches = iter(loader)  # before seeding: creating the iterator draws from the global RNG
-        if epoch == start_epoch and start_step > 0 and state is not None:
-            torch.set_rng_state(state["rng"]["torch"])
-        else:
-            torch.manual_seed(item_seed(seed, epoch, 1_000_000 + rank))  # dropout / drop-path of this epoch
-        epoch_sums, epoch_steps = {}, 0
-        for step_in_epoch in range(start_step, steps_per_epoch):
-            lr = lr_at(progress["global_step"], total_steps, base_lr, stage_cfg.min_lr, warmup_steps,
-                       stage_cfg.schedule, stage_cfg.poly_power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_losses: dict[str, float] = {}
-            for micro_i in range(stage_cfg.grad_accum):
-                batch = next(batches)
-                batch = {k: (v.to(acc.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                         for k, v in batch.items()}
-                sync = micro_i == stage_cfg.grad_accum - 1
-                with contextlib.nullcontext() if sync or world == 1 else acc.no_sync(model):
-                    losses = model(batch)
-                    acc.backward(losses["loss"] / stage_cfg.grad_accum)
-                for k, v in losses.items():
-                    step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / stage_cfg.grad_accum
-            if stage_cfg.clip_grad_norm:
-                acc.clip_grad_norm_(params, stage_cfg.clip_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress["global_step"] += 1
-            progress["step_in_epoch"] = step_in_epoch + 1
-            for k, v in step_losses.items():
-                window[k] = window.get(k, 0.0) + v
-                epoch_sums[k] = epoch_sums.get(k, 0.0) + v
-            window_steps += 1
-            epoch_steps += 1
-            bar.update(1)
-            if progress["global_step"] % log_every == 0 or step_in_epoch + 1 == steps_per_epoch:
-                means = _reduce_means(acc, window, window_steps)
-                elapsed = time.perf_counter() - window_start
-                rec = {"step": progress["global_step"], "epoch": epoch, "lr": lr, **means,
-                       "images_per_s": window_steps * global_batch / max(elapsed, 1e-9)}
-                metrics.write(rec)
-                bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
-                last_losses = means
-                window, window_steps, window_start = {}, 0, time.perf_counter()
-            if stage_cfg.max_steps is not None and progress["global_step"] >= stage_cfg.max_steps:
-                stop = True
+    try:
+        model.train()
+        start_epoch = progress["epoch"]
+        for epoch in range(start_epoch, stage_cfg.epochs):
+            if stop:
                 break
-            if (stage_cfg.checkpoint_every_steps and progress["global_step"] % stage_cfg.checkpoint_every_steps == 0
-                    and step_in_epoch + 1 < steps_per_epoch):
-                save(False, last_losses)
-        epoch_done = progress["step_in_epoch"] >= steps_per_epoch
-        if epoch_done:
-            progress["epoch"] = epoch + 1
-            progress["step_in_epoch"] = 0
-        finished = stop or progress["epoch"] >= stage_cfg.epochs
-        if epoch_steps:
-            metrics.write({"step": progress["global_step"], "epoch": epoch, "type": "epoch",
-                           **{f"epoch_{k}": v for k, v in _reduce_means(acc, epoch_sums, epoch_steps).items()}})
-        save(finished, last_losses)
-        write_manifest("finished" if finished else "running")
-    bar.close()
+            start_step = progress["step_in_epoch"] if epoch == start_epoch else 0
+            sampler.set_epoch(epoch, start_step)
+            batches = iter(loader)  # before seeding: creating the iterator draws from the global RNG
+            if epoch == start_epoch and start_step > 0 and state is not None:
+                torch.set_rng_state(state["rng"]["torch"])
+            else:
+                torch.manual_seed(item_seed(seed, epoch, 1_000_000 + rank))  # dropout / drop-path of this epoch
+            epoch_sums, epoch_steps = {}, 0
+            for step_in_epoch in range(start_step, steps_per_epoch):
+                lr = lr_at(progress["global_step"], total_steps, base_lr, stage_cfg.min_lr, warmup_steps,
+                           stage_cfg.schedule, stage_cfg.poly_power)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                step_losses: dict[str, float] = {}
+                for micro_i in range(stage_cfg.grad_accum):
+                    batch = next(batches)
+                    batch = {k: (v.to(acc.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                             for k, v in batch.items()}
+                    sync = micro_i == stage_cfg.grad_accum - 1
+                    with contextlib.nullcontext() if sync or world == 1 else acc.no_sync(model):
+                        losses = model(batch)
+                        acc.backward(losses["loss"] / stage_cfg.grad_accum)
+                    for k, v in losses.items():
+                        step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / stage_cfg.grad_accum
+                if stage_cfg.clip_grad_norm:
+                    acc.clip_grad_norm_(params, stage_cfg.clip_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress["global_step"] += 1
+                progress["step_in_epoch"] = step_in_epoch + 1
+                for k, v in step_losses.items():
+                    window[k] = window.get(k, 0.0) + v
+                    epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+                window_steps += 1
+                epoch_steps += 1
+                bar.update(1)
+                if progress["global_step"] % log_every == 0 or step_in_epoch + 1 == steps_per_epoch:
+                    means = _reduce_means(acc, window, window_steps)
+                    elapsed = time.perf_counter() - window_start
+                    rec = {"step": progress["global_step"], "epoch": epoch, "lr": lr, **means,
+                           "images_per_s": window_steps * global_batch / max(elapsed, 1e-9)}
+                    metrics.write(rec)
+                    bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
+                    last_losses = means
+                    window, window_steps, window_start = {}, 0, time.perf_counter()
+                if stage_cfg.max_steps is not None and progress["global_step"] >= stage_cfg.max_steps:
+                    stop = True
+                    break
+                if (stage_cfg.checkpoint_every_steps and progress["global_step"] % stage_cfg.checkpoint_every_steps == 0
+                        and step_in_epoch + 1 < steps_per_epoch):
+                    save(False, last_losses)
+            epoch_done = progress["step_in_epoch"] >= steps_per_epoch
+            if epoch_done:
+                progress["epoch"] = epoch + 1
+                progress["step_in_epoch"] = 0
+            finished = stop or progress["epoch"] >= stage_cfg.epochs
+            if epoch_steps:
+                metrics.write({"step": progress["global_step"], "epoch": epoch, "type": "epoch",
+                               **{f"epoch_{k}": v for k, v in _reduce_means(acc, epoch_sums, epoch_steps).items()}})
+            save(finished, last_losses)
+            write_manifest("finished" if finished else "running")
+    except BaseException as e:
+        write_manifest(f"interrupted: {type(e).__name__}: {e}"[:500])
+        raise
+    finally:
+        bar.close()
     status = "stopped" if stop and progress["epoch"] < stage_cfg.epochs else "finished"
     if main:
         log.info("%s: %s after %d steps -> %s", name, status, progress["global_step"], ckpt_path)
