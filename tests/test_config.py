@@ -85,3 +85,13 @@ def test_resolved_config_is_plain_yaml():
     data = yaml.safe_load(text)
     assert data == config_to_dict(load_config("tiny"))
     assert "!!python" not in text
+
+
+def test_partial_section_keeps_the_sections_own_defaults():
+    # stage prompt's defaults differ from StageConfig's: overriding one field must not reset the others
+    cfg = load_config(None, ["prompt.epochs=3", "classify.batch_size=32"])
+    assert (cfg.prompt.epochs, cfg.prompt.lr, cfg.prompt.batch_size) == (3, 0.025, 128)
+    assert cfg.prompt.transform.randaugment is None
+    assert (cfg.classify.batch_size, cfg.classify.lr) == (32, 6e-4)
+    tiny = load_config("tiny", ["prompt.lr=0.5"])
+    assert tiny.prompt.lr == 0.5 and tiny.prompt.batch_size == 4 and tiny.prompt.transform.crop_size == 64

@@ -57,7 +57,10 @@ class ConfusionMatrix:
 
         if dist.is_available() and dist.is_initialized():
             t = torch.from_numpy(np.concatenate([self.matrix.ravel(), self.invalid_predictions]))
+            if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+                t = t.to(torch.device("cuda", torch.cuda.current_device()))
             dist.all_reduce(t)
+            t = t.cpu()
             c = self.num_classes
             self.matrix = t[: c * c].numpy().reshape(c, c)
             self.invalid_predictions = t[c * c:].numpy()

@@ -121,14 +121,29 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"valid keys are: {', '.join(names)}"
         )
     kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in names:
         if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{prefix}.{name}" if prefix else name)
+            value = data[name]
+            default = _field_default(fields[name])
+            if isinstance(value, dict) and dataclasses.is_dataclass(default):
+                # a partial section overrides the field's own default (e.g. stage prompt's lr 0.025), not the
+                # defaults of its type
+                value = deep_merge(to_dict(default), value)
+            kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
     return obj
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return None
 
 
 def to_dict(obj: Any) -> Any:
