@@ -54,6 +54,82 @@ def timed(fn, repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
+def measure_stage(name, clip, batch, classes, p, k, args, autocast, sync, generator, device):
+    """Times one stage's full step and its unavoidable parts; prints them; returns (name, s/step, ratio)."""
+    loss, masking = LossConfig(), MaskingConfig()
+    gen = generator()
+    prompts = PromptTextEncoder(clip, k, length=PromptConfig().length).to(device)
+    if name == "match":
+        stage = MatchStage(gen, clip, VOC, loss=loss, masking=masking)
+    elif name == "prompt":
+        stage = PromptStage(gen, prompts, clip, VOC, loss=loss, masking=masking)
+    else:
+        stage = RefineStage(gen, prompts, clip, VOC, loss=loss, masking=masking)
+    stage.to(device).train()
+    opt = torch.optim.AdamW([q for q in stage.parameters() if q.requires_grad], lr=1e-4)
+
+    def full_step():
+        b = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
+        with autocast():
+            out = stage(b)
+        out["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
+    images = batch["image"]
+    parts = {}
+    if name in ("match", "refine"):
+        def gen_fwd_bwd():
+            with autocast():
+                cam = gen(images).cam
+            cam.float().sum().backward()
+            gen.zero_grad(set_to_none=True)
+            sync()
+
+        def clip_fwd_bwd():
+            x = torch.randn(2 * p, 3, args.size, args.size, device=device, requires_grad=True)
+            with autocast():
+                f = clip.encode_image(x)
+            f.float().sum().backward()
+            sync()
+
+        parts = {"S fwd+bwd (B)": gen_fwd_bwd, "CLIP image fwd+bwd-to-input (2P)": clip_fwd_bwd}
+    else:
+        def gen_fwd():
+            with torch.no_grad(), autocast():
+                gen(images)
+            sync()
+
+        def text_fwd_bwd():
+            with autocast():
+                u = prompts(classes)
+            u.float().sum().backward()
+            prompts.zero_grad(set_to_none=True)
+            sync()
+
+        def clip_fwd():
+            x = torch.randn(p, 3, args.size, args.size, device=device)
+            with torch.no_grad(), autocast():
+                clip.encode_image(x)
+            sync()
+
+        parts = {"S fwd (B)": gen_fwd, "text fwd+bwd (classes in batch)": text_fwd_bwd,
+                 "CLIP image fwd (P)": clip_fwd}
+    # interleave measurements so machine noise hits all of them alike
+    full = timed(full_step, args.repeats, args.warmup)
+    part_times = {label: timed(fn, args.repeats, args.warmup) for label, fn in parts.items()}
+    full2 = timed(full_step, args.repeats, 0)
+    full = min(full, full2)
+    unavoidable = sum(part_times.values())
+    ratio = unavoidable / full
+    print(f"\nstage {name}: {full:.3f} s/step ({args.batch / full:.1f} images/s)")
+    for label, t in part_times.items():
+        print(f"  {label:<36s} {t:.3f} s")
+    print(f"  {'unavoidable total':<36s} {unavoidable:.3f} s   ratio unavoidable/full = {ratio:.3f}")
+    return name, full, ratio
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
@@ -93,80 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         g = build_generator(GeneratorConfig(pretrained=False), k, quiet=True).to(device)
         return g
 
-    loss, masking = LossConfig(), MaskingConfig()
-    results = []
-    for name in args.stages:
-        gen = generator()
-        prompts = PromptTextEncoder(clip, k, length=PromptConfig().length).to(device)
-        if name == "match":
-            stage = MatchStage(gen, clip, VOC, loss=loss, masking=masking)
-        elif name == "prompt":
-            stage = PromptStage(gen, prompts, clip, VOC, loss=loss, masking=masking)
-        else:
-            stage = RefineStage(gen, prompts, clip, VOC, loss=loss, masking=masking)
-        stage.to(device).train()
-        opt = torch.optim.AdamW([q for q in stage.parameters() if q.requires_grad], lr=1e-4)
-
-        def full_step():
-            b = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
-            with autocast():
-                out = stage(b)
-            out["loss"].backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sync()
-
-        images = batch["image"]
-        parts = {}
-        if name in ("match", "refine"):
-            def gen_fwd_bwd():
-                with autocast():
-                    cam = gen(images).cam
-                cam.float().sum().backward()
-                gen.zero_grad(set_to_none=True)
-                sync()
-
-            def clip_fwd_bwd():
-                x = torch.randn(2 * p, 3, args.size, args.size, device=device, requires_grad=True)
-                with autocast():
-                    f = clip.encode_image(x)
-                f.float().sum().backward()
-                sync()
-
-            parts = {"S fwd+bwd (B)": gen_fwd_bwd, "CLIP image fwd+bwd-to-input (2P)": clip_fwd_bwd}
-        else:
-            def gen_fwd():
-                with torch.no_grad(), autocast():
-                    gen(images)
-                sync()
-
-            def text_fwd_bwd():
-                with autocast():
-                    u = prompts(classes)
-                u.float().sum().backward()
-                prompts.zero_grad(set_to_none=True)
-                sync()
-
-            def clip_fwd():
-                x = torch.randn(p, 3, args.size, args.size, device=device)
-                with torch.no_grad(), autocast():
-                    clip.encode_image(x)
-                sync()
-
-            parts = {"S fwd (B)": gen_fwd, "text fwd+bwd (classes in batch)": text_fwd_bwd,
-                     "CLIP image fwd (P)": clip_fwd}
-        # interleave measurements so machine noise hits all of them alike
-        full = timed(full_step, args.repeats, args.warmup)
-        part_times = {label: timed(fn, args.repeats, args.warmup) for label, fn in parts.items()}
-        full2 = timed(full_step, args.repeats, 0)
-        full = min(full, full2)
-        unavoidable = sum(part_times.values())
-        ratio = unavoidable / full
-        results.append((name, full, ratio))
-        print(f"\nstage {name}: {full:.3f} s/step ({args.batch / full:.1f} images/s)")
-        for label, t in part_times.items():
-            print(f"  {label:<36s} {t:.3f} s")
-        print(f"  {'unavoidable total':<36s} {unavoidable:.3f} s   ratio unavoidable/full = {ratio:.3f}")
+    results = [measure_stage(name, clip, batch, classes, p, k, args, autocast, sync, generator, device)
+               for name in args.stages]
     print("\nsummary: " + ", ".join(f"{n} {t:.3f} s/step ratio {r:.2f}" for n, t, r in results))
 
 

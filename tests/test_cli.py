@@ -153,3 +153,15 @@ def test_training_on_a_folder_with_a_bad_image(tmp_path, capsys):
     assert main([*base, "--set", "data.skip_bad=true", "--force"]) == 0
     manifest = json.loads((tmp_path / "runs" / "tiny" / "classify" / "manifest.json").read_text())
     assert len(manifest["bad_items"]) == 1 and "img2.jpg" in manifest["bad_items"][0]
+
+
+def test_changing_inference_or_other_stage_settings_keeps_finished_runs(tmp_path, capsys):
+    base = ["train", "--scheme", "sequential", "--config", "tiny", "--set", f"output_dir={tmp_path}"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main([*base, "--set", "cams.scales=[1.0]", "--set", "pseudo.method=threshold",
+                 "--set", "segment.epochs=3", "--set", "data.eval_split=train"]) == 0
+    assert capsys.readouterr().out.count("skipped") == 4
+    # λ of stage refine: the earlier stages stay finished, refine's folder refuses the other setting
+    assert main([*base, "--set", "loss.lambda_refine=0.1"]) == 1
+    assert "refine/checkpoint.pt: finished with a different config (loss.lambda_refine)" in capsys.readouterr().err

@@ -13,6 +13,13 @@ from semples import __version__
 VERBS: dict[str, str] = {
     "train": "semples.commands.train",
     "data": "semples.commands.data",
+    "cams": "semples.commands.cams",
+    "eval-seeds": "semples.commands.eval_seeds",
+    "pseudo-masks": "semples.commands.pseudo_masks",
+    "eval-masks": "semples.commands.eval_masks",
+    "train-seg": "semples.commands.train_seg",
+    "eval-seg": "semples.commands.eval_seg",
+    "figures": "semples.commands.figures",
 }
 
 DESCRIPTION = """\

@@ -16,11 +16,19 @@ from typing import Any, Literal
 import yaml
 
 from semples.data.config import DataConfig, TrainTransformConfig
+from semples.data.seg_transforms import SegTrainTransformConfig
+from semples.infer.config import PseudoMaskConfig
 from semples.utils.dataclass_config import ConfigError, deep_merge, from_dict, set_dotted, to_dict
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
-STAGES = ("classify", "match", "prompt", "refine", "joint")
+STAGES = ("classify", "match", "prompt", "refine", "joint", "segment", "fma-classify", "fma-segment")
+STAGE_SECTIONS = tuple(s.replace("-", "_") for s in STAGES)  # config section of each stage ("fma_classify")
+
+
+def stage_section(name: str) -> str:
+    """The config section of stage `name` (stage names use "-", YAML sections "_")."""
+    return name.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -47,12 +55,29 @@ class PromptConfig:
 
 
 @dataclass(frozen=True)
+class ClipCamConfig:
+    """The CLIP Grad-CAM generator (generator.name = clip_gradcam; FMA-WSSS / CLIP-ES, METHOD.md §2). It runs on the
+    experiment's frozen CLIP (the `clip` section; FMA-WSSS: ViT-B-16) and trains only its prompt contexts."""
+
+    prompts: Literal["segmentation", "classification", "handcrafted"] = "segmentation"  # learnable context per
+    # class, name first (FMA segmentation prompts) | one shared learnable context, name last (FMA classification
+    # prompts) | fixed templates (training-free CLIP-ES baseline). Stages fma-classify / fma-segment set their own.
+    context_length: int = 16  # M: learnable context vectors per prompt (CoOp / FMA-WSSS: 16)
+    init_std: float = 0.02  # learnable contexts start from N(0, init_std) (CoOp)
+    init_text: str | None = None  # optional phrase whose token embeddings initialise the first context vectors
+    templates: tuple[str, ...] = ("a clean origami {}.",)  # handcrafted prompts (CLIP-ES's template)
+    background_names: tuple[str, ...] = ()  # background classes; () = the dataset's list (semples.models.prompts)
+    logit_scale: float = 100.0  # logits = logit_scale · cosine(image feature, text feature)
+    input_norm: Literal["imagenet", "clip"] = "imagenet"  # normalisation of the images handed in (made CLIP's inside)
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
-    """The mask generator S (METHOD.md §1.6)."""
+    """The mask generator S (METHOD.md §1.6). name: weaktr_vit | resnet_cam (backbone e.g. resnet50) | clip_gradcam."""
 
     name: str = "weaktr_vit"  # registry name of the generator family
     backbone: str = "deit_small_patch16_224"  # timm architecture name
-    backbone_kwargs: dict[str, int | float | str | bool] = field(default_factory=dict)  # e.g. tiny test variants
+    backbone_kwargs: dict[str, int | float | str | bool | list[int]] = field(default_factory=dict)  # tiny variants
     pretrained: bool = True  # ImageNet weights for the backbone by timm name (needs the HF hub or its cache)
     backbone_checkpoint: str | None = None  # explicit backbone weights file (takes precedence over `pretrained`)
     drop_path: float = 0.1  # stochastic depth while the trunk trains (stage classify)
@@ -60,6 +85,7 @@ class GeneratorConfig:
     attention_reduction: int = 8  # reduction of the per-head attention-weighting MLP (WeakTr: 8)
     attention_pool: Literal["max", "avg"] = "max"  # pooling of each head's attention map before that MLP
     mask_source: Literal["fine", "fused", "coarse"] = "fine"  # which map becomes the soft mask M
+    clip_cam: ClipCamConfig = field(default_factory=ClipCamConfig)  # generator.name = clip_gradcam only
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,157 @@ class StageConfig:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
 
 
+@dataclass(frozen=True)
+class CamConfig:
+    """Seed (CAM) inference: `semples cams` (METHOD.md §1.7). Defaults = VOC; COCO uses scales 0.8, 1.0, 1.2."""
+
+    scales: tuple[float, ...] = (1.0, 1.2)  # image resize factors; each view's maps are upsampled to full size
+    flip: bool = True  # add the horizontal flip of every scale (un-flipped before summing)
+    split: str | None = None  # split to infer (default: data.eval_split)
+    batch_size: int = 4  # images per forward (equal sizes only); WeakTr keeps all L·H attention maps: ~1 GB per
+    # view of a 640x480 image at scale 1.2 in fp32 — lower it on small GPUs
+    group_size: int = 32  # images read together and grouped by size into batches; also the unit of resumption
+    num_workers: int | None = None  # image-reading DataLoader workers (default: data.num_workers)
+    normalize: str = "imagenet"  # input normalisation the generator was trained with ("imagenet" or "clip")
+    align_corners: bool = False  # bilinear upsampling of the generator's grid maps to the image
+    eps: float = 1e-5  # per-class min-max: (m - min) / (max - min + eps)
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # autocast of the generator forward
+    out_dir: str | None = None  # default: <output_dir>/<experiment>/cams/<split>
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"cams.scales must be a non-empty list of positive factors, got {self.scales}")
+        if self.batch_size < 1 or self.group_size < 1:
+            raise ConfigError("cams.batch_size and cams.group_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class SeedEvalConfig:
+    """Seed evaluation: `semples eval-seeds` — background-threshold sweep (METHOD.md §1.7)."""
+
+    thresholds: tuple[float, float, float] = (0.0, 0.95, 0.01)  # background score grid: start, stop (included), step
+    num_workers: int = 2  # threads reading CAM files and masks
+    out_dir: str | None = None  # default: <output_dir>/<experiment>/eval_seeds/<split>
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        start, stop, step = self.thresholds
+        if step <= 0 or stop < start:
+            raise ConfigError(f"seeds.thresholds must be (start, stop, step) with step > 0 and stop >= start, "
+                              f"got {self.thresholds}")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """The final segmentation model trained on pseudo masks (`semples train-seg`, METHOD.md §1.7)."""
+
+    name: str = "deeplabv3plus"  # deeplabv3plus | segmenter_linear | segmenter_mask (semples.models.segmenters)
+    backbone: str | None = None  # timm name; None = the family's default (resnet101 / deit_small_patch16_224)
+    backbone_kwargs: dict[str, int | float | str | bool | list[int]] = field(default_factory=dict)  # tiny variants
+    pretrained: bool = True  # ImageNet weights for the backbone by timm name (needs the HF hub or its cache)
+    backbone_checkpoint: str | None = None  # explicit backbone weights file (takes precedence over `pretrained`)
+    output_stride: int = 16  # DeepLabV3+: stride of the dilated ResNet's deepest features (16 or 8)
+    aspp_rates: tuple[int, ...] = (6, 12, 18)  # DeepLabV3+: ASPP dilations at output stride 16 (doubled at 8)
+    decoder_channels: int = 256  # DeepLabV3+: ASPP / decoder width
+    low_level_channels: int = 48  # DeepLabV3+: width of the projected stride-4 features
+    decoder_layers: int = 2  # Segmenter mask transformer: layers
+    decoder_dim: int | None = None  # Segmenter mask transformer: width (None = the ViT's width)
+    decoder_heads: int | None = None  # Segmenter mask transformer: heads (None = width / 64)
+    dropout: float = 0.1  # dropout in the decoder
+    drop_path: float = 0.1  # stochastic depth of a ViT backbone (Segmenter)
+    sync_bn: bool = True  # BatchNorm statistics over all GPUs when training on several (CUDA only)
+
+
+@dataclass(frozen=True)
+class SegEvalConfig:
+    """Evaluation of the final model on a split with ground truth (`semples train-seg` / `eval-seg`)."""
+
+    split: str | None = None  # default: data.eval_split
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # multi-scale inference (DeepLabV3+ paper)
+    flip: bool = True  # multi-scale also averages the horizontal flip of every scale
+    mode: Literal["whole", "slide"] = "whole"  # whole image per forward, or sliding windows (ViTs at 512)
+    crop_size: int = 512  # slide: window side
+    stride: int = 341  # slide: window step
+    crf: bool = False  # dense-CRF post-processing of the multi-scale probabilities (semples.infer.crf)
+    crf_params: dict[str, int | float] = field(default_factory=dict)  # for dense_crf_probs (its defaults if empty)
+    save_predictions: bool = False  # write label PNGs (the pseudo-mask format) of every evaluated setting
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"segment.eval.scales must be a non-empty list of positive factors, got {self.scales}")
+        if not 0 < self.stride <= self.crop_size:
+            raise ConfigError(f"segment.eval.stride must be in 1..crop_size ({self.crop_size}), got {self.stride}")
+
+
+@dataclass(frozen=True)
+class SegmentStageConfig(StageConfig):
+    """Stage segment: the final model on pseudo masks — optimisation (the engine's AdamW, poly decay),
+    augmentation, model and evaluation. Defaults: VOC train_aug, batch 16, 512 crops, ~33k steps (DeepLab's
+    30k); AdamW at 1e-4 stands in for DeepLab's SGD 0.01 (the engine optimises with AdamW)."""
+
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 1e-4
+    scale_lr: bool = False
+    schedule: Literal["cosine", "poly"] = "poly"
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    transform: SegTrainTransformConfig = field(default_factory=SegTrainTransformConfig)  # random scale/crop/flip
+    train_split: str | None = None  # split whose images the pseudo masks cover (default: data.train_split)
+    model: SegmenterConfig = field(default_factory=SegmenterConfig)
+    eval: SegEvalConfig = field(default_factory=SegEvalConfig)  # not part of the training checkpoint's config
+
+
+@dataclass(frozen=True)
+class CaaConfig:
+    """Class-aware attention affinity (FMA-WSSS / CLIP-ES CAA, METHOD.md §2; `semples.infer.caa`)."""
+
+    enabled: bool = True  # refine CLIP CAMs with CAA (off: plain Grad-CAM seeds)
+    layers: int = 8  # mean attention of the last `layers` blocks of the image tower (all heads)
+    sinkhorn_iterations: int = 1  # column-then-row normalisations
+    power: int = 2  # matrix power of the symmetrised affinity (2 = square: a two-step random walk)
+    restrict_targets: bool = False  # also zero the refined CAM outside the boxes (default: only sources in boxes)
+
+
+@dataclass(frozen=True)
+class FmaConfig:
+    """FMA-WSSS (METHOD.md §2): prompt learning (stages fma-classify / fma-segment) and the seed steps around it."""
+
+    background_negatives: bool = True  # fma-classify: background classes are negatives of every image
+    seeds_dir: str | None = None  # fma-segment: coarse seeds, label PNGs or a CAM folder (usually `--seeds DIR`)
+    seeds_threshold: float | None = None  # background score that turns CAM-folder seeds into labels
+    caa: CaaConfig = field(default_factory=CaaConfig)
+    coarse_box_threshold: float = 0.4  # CAA boxes from the CAM thresholded at this share of its max (coarse seeds)
+    fine_box_threshold: float = 0.5  # ... for the fine seeds (segmentation prompts)
+    coarse_bg_power: float = 0.6  # SAMS background score (1 - max)^p for the coarse seeds
+    fine_bg_power: float = 0.7  # ... for the fine seeds (= pseudo masks)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("coarse_box_threshold", "fine_box_threshold"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"fma.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.caa.layers < 1 or self.caa.power < 1 or self.caa.sinkhorn_iterations < 0:
+            raise ConfigError("fma.caa: layers and power must be >= 1, sinkhorn_iterations >= 0")
+
+
+def _fma_stage_defaults() -> StageConfig:
+    # METHOD.md gives no optimisation numbers for FMA-WSSS; ours: AdamW lr 2e-3 (CoOp's SGD lr), batch 32,
+    # 10 epochs, no weight decay on prompt vectors, geometric augmentation only (seeds stay aligned with the crop)
+    return StageConfig(epochs=10, batch_size=32, lr=2e-3, scale_lr=False, weight_decay=0.0,
+                       transform=TrainTransformConfig(scale=(0.25, 1.0), randaugment=None, random_erasing=0.0))
+
+
 def _prompt_stage_defaults() -> StageConfig:
     return StageConfig(batch_size=128, lr=0.025, scale_lr=False,
                        transform=TrainTransformConfig(randaugment=None, random_erasing=0.0))
@@ -145,6 +322,16 @@ def _prompt_stage_defaults() -> StageConfig:
 def _classify_defaults() -> StageConfig:
     # WeakTr stage-1 recipe on VOC: lr 6e-4 (scaled by batch/512), weight decay 0.03
     return StageConfig(lr=6e-4)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """`semples run`: which chain, which splits (see semples.pipeline)."""
+
+    method: Literal["semples"] = "semples"  # which seeds the chain makes
+    pseudo_split: str | None = None  # split pseudo masks are made for (default: data.train_split)
+    seed_split: str | None = None  # split seeds and pseudo masks are scored on (default: data.eval_split)
+    figures: int = 8  # images in the report's figure grid
 
 
 @dataclass(frozen=True)
@@ -170,12 +357,20 @@ class Config:
     prompt: StageConfig = field(default_factory=_prompt_stage_defaults)
     refine: StageConfig = field(default_factory=StageConfig)
     joint: StageConfig = field(default_factory=StageConfig)
+    segment: SegmentStageConfig = field(default_factory=SegmentStageConfig)  # final model (train-seg)
+    cams: CamConfig = field(default_factory=CamConfig)
+    seeds: SeedEvalConfig = field(default_factory=SeedEvalConfig)
+    pseudo: PseudoMaskConfig = field(default_factory=PseudoMaskConfig)  # `semples pseudo-masks`
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # `semples run`
+    fma: FmaConfig = field(default_factory=FmaConfig)  # FMA-WSSS: CAA, SAMS powers, seeds of fma-segment
+    fma_classify: StageConfig = field(default_factory=_fma_stage_defaults)  # stage fma-classify
+    fma_segment: StageConfig = field(default_factory=_fma_stage_defaults)  # stage fma-segment
 
     def stage(self, name: str) -> StageConfig:
         """The optimisation section of stage `name`."""
         if name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}; valid stages are: {', '.join(STAGES)}")
-        return getattr(self, name)
+        return getattr(self, stage_section(name))
 
 
 def preset_names() -> list[str]:
@@ -252,15 +447,27 @@ def dump_config(cfg: Config) -> str:
 
 
 __all__ = [
+    "STAGES",
+    "STAGE_SECTIONS",
+    "CaaConfig",
+    "CamConfig",
+    "ClipCamConfig",
     "ClipConfig",
     "Config",
     "ConfigError",
     "DataConfig",
+    "FmaConfig",
     "GeneratorConfig",
     "LossConfig",
     "MaskingConfig",
     "PromptConfig",
+    "PseudoMaskConfig",
     "SchemeConfig",
+    "SegEvalConfig",
+    "SegTrainTransformConfig",
+    "SegmentStageConfig",
+    "SegmenterConfig",
+    "SeedEvalConfig",
     "StageConfig",
     "TrainTransformConfig",
     "config_from_dict",
@@ -269,4 +476,5 @@ __all__ = [
     "load_config",
     "parse_override",
     "preset_names",
+    "stage_section",
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from semples.config import STAGES, Config, config_to_dict, dump_config
+from semples.config import Config, config_to_dict, dump_config, stage_section
 from semples.data import TransformedDataset, bad_items_report, build_dataset
 from semples.data.base import item_seed
 from semples.data.transforms import TrainTransform
@@ -28,6 +28,38 @@ from semples.stages import build_stage
 from semples.utils.checkpoint_io import atomic_write_json
 
 log = logging.getLogger(__name__)
+
+
+# What a stage's result depends on, besides its own section: stored in its checkpoint and compared when the run
+# folder is reused, so changing settings a stage never reads (another stage's, inference, evaluation) keeps it.
+TRAINING_KEYS = ("seed", "deterministic", "data")
+_SIM = ("loss.sim_min", "loss.sim_max")
+STAGE_DEPENDS: dict[str, tuple[str, ...]] = {
+    "classify": ("clip", "generator", "loss.classify_token", "loss.classify_coarse", "loss.classify_fine"),
+    "match": ("clip", "masking", "generator", "loss.lambda_bg", *_SIM),
+    "prompt": ("clip", "masking", "generator", "prompts", "loss.lambda_text", "loss.use_prompt_image",
+               "loss.use_prompt_text", *_SIM),
+    "refine": ("clip", "masking", "generator", "prompts", "loss.lambda_bg", "loss.lambda_refine", *_SIM),
+    "joint": ("clip", "masking", "generator", "prompts", "loss"),
+    "fma-classify": ("clip", "generator", "fma"),
+    "fma-segment": ("clip", "generator", "fma"),
+}
+
+
+def select_keys(data: dict, dotted: tuple[str, ...]) -> dict:
+    """The parts of a nested dict named by dotted keys ("loss" = the whole section, "loss.lambda_bg" = one value)."""
+    out: dict = {}
+    for key in dotted:
+        head, _, rest = key.partition(".")
+        if head not in data:
+            continue
+        if not rest:
+            out[head] = data[head]
+        elif isinstance(data[head], dict):
+            sub = select_keys(data[head], (rest,))
+            if sub:
+                out.setdefault(head, {}).update(sub)
+    return out
 
 
 def stage_run_dir(cfg: Config, folder: str) -> Path:
@@ -58,12 +90,15 @@ class TrainingSession:
         return self._dataset
 
     def train(self, stage_name: str, *, folder: str | None = None, run_dir: str | Path | None = None,
-              generator: str | Path | None = None, prompts: str | Path | None = None, resume: bool = False,
-              force: bool = False) -> StageResult:
-        """Trains one stage into its run folder (skipped when that folder holds a finished run)."""
+              generator: str | Path | None = None, prompts: str | Path | None = None, seeds: str | Path | None = None,
+              resume: bool = False, force: bool = False) -> StageResult:
+        """Trains one stage into its run folder (skipped when that folder holds a finished run).
+
+        `seeds`: stage fma-segment's coarse seeds (label PNGs or a CAM folder of the training split).
+        """
         cfg = self.cfg
         run_dir = Path(run_dir) if run_dir is not None else stage_run_dir(cfg, folder or stage_name)
-        if self.clip is None and stage_name != "classify":
+        if self.clip is None and (stage_name != "classify" or cfg.generator.name == "clip_gradcam"):
             from semples.models.clip import load_clip
 
             self.clip = load_clip(cfg.clip, self.accelerator.device)
@@ -73,13 +108,17 @@ class TrainingSession:
         built = build_stage(stage_name, cfg, self.dataset.classes,
                             generator=str(generator) if generator is not None else None,
                             prompts=str(prompts) if prompts is not None else None, clip=self.clip,
-                            device=str(self.accelerator.device))
+                            device=str(self.accelerator.device), seeds=str(seeds) if seeds is not None else None,
+                            dataset=self.dataset)
+        cfg = built.config or cfg  # a stage may fix parts of the config (the FMA stages: the generator they train)
         stage_cfg = cfg.stage(stage_name)
-        data = TransformedDataset(self.dataset, TrainTransform(stage_cfg.transform), seed=cfg.seed)
-        # the checkpoint keeps the shared sections and this stage's own section: changing another stage's
-        # settings must not invalidate this run (the full config is in config.yaml)
-        config_dict = {k: v for k, v in config_to_dict(cfg).items()
-                       if k == stage_name or k not in STAGES and k != "scheme"}
+        data = TransformedDataset(built.dataset if built.dataset is not None else self.dataset,
+                                  TrainTransform(stage_cfg.transform), seed=cfg.seed, with_mask=built.with_mask)
+        # the checkpoint keeps what training this stage depends on — the shared training sections and the
+        # stage's own section — so changing another stage, inference or evaluation settings never invalidates
+        # a finished run (the full config is in config.yaml)
+        keys = (*TRAINING_KEYS, stage_section(stage_name), *STAGE_DEPENDS.get(stage_name, ("clip", "generator")))
+        config_dict = select_keys(config_to_dict(cfg), keys)
         config_dict["stage_name"] = stage_name
         result = train_stage(
             built.stage, data, stage_cfg, run_dir=run_dir, accelerator=self.accelerator, seed=cfg.seed,

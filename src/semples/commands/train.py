@@ -15,6 +15,12 @@ One stage at a time (each run folder is handed explicitly to the next):
   semples train --stage refine   --config voc_semples --generator runs/semples/classify --prompts runs/semples/prompt
 (refine starts S from the classify result as the reference code does; scheme.refine_init=match uses match's.)
 
+FMA-WSSS prompt learning (CLIP Grad-CAM generator; METHOD.md §2):
+  semples train --stage fma-classify --config voc_fma
+  semples train --stage fma-segment  --config voc_fma --seeds runs/voc_fma/seeds/coarse
+(the coarse seeds come from the fma-classify run: semples.infer.fma writes them.) SemPLeS on other mask
+generators: --config voc_semples_resnet50 / voc_semples_clipcam.
+
 All stages in order:
   semples train --scheme sequential --config voc_semples
   semples train --scheme alternating --rounds 2 --config voc_semples
@@ -45,7 +51,8 @@ def load_cli_config(args: argparse.Namespace):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--stage", choices=["classify", "match", "prompt", "refine", "joint"],
+    what.add_argument("--stage", choices=["classify", "match", "prompt", "refine", "joint", "fma-classify",
+                                          "fma-segment"],
                       help="train one stage")
     what.add_argument("--scheme", choices=["sequential", "alternating", "joint"],
                       help="train all stages of a learning scheme in order")
@@ -55,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run folder (or checkpoint.pt) of the mask generator to start from; with --scheme it "
                         "replaces stage classify")
     p.add_argument("--prompts", metavar="RUN", help="run folder of stage prompt (needed by --stage refine)")
+    p.add_argument("--seeds", metavar="DIR",
+                   help="coarse seeds for --stage fma-segment: label PNGs <id>.png or a CAM folder (default: "
+                        "fma.seeds_dir)")
     p.add_argument("--run-dir", metavar="DIR",
                    help="this stage's run folder (default: <output_dir>/<experiment>/<stage>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted stage from its last checkpoint")
@@ -79,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stage is not None:
         session = TrainingSession(cfg)
         result = session.train(args.stage, run_dir=args.run_dir, generator=args.generator, prompts=args.prompts,
-                               resume=args.resume, force=args.force)
+                               seeds=args.seeds, resume=args.resume, force=args.force)
         if session.accelerator.is_main_process:
             print(f"{args.stage}: {result.status} ({result.global_step} steps) -> {result.run_dir}")
         return 0

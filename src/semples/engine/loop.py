@@ -38,7 +38,7 @@ from semples.utils.checkpoint_io import (
 log = logging.getLogger(__name__)
 
 # config keys that may change between an interrupted run and its resumption
-RESUME_TOLERANT_KEYS = ("log_every", "device", "output_dir", "data.num_workers", "data.root")
+RESUME_TOLERANT_KEYS = ("log_every", "device", "output_dir", "data.num_workers", "data.root", "data.eval_split")
 
 
 @dataclass

@@ -141,9 +141,14 @@ class FrozenCLIP(nn.Module):
 
 
 def _builtin_or_json_config(arch: str) -> tuple[dict, str | None]:
-    """(model_cfg, local weights file or None) for an open_clip name, a JSON file, or local-dir:DIR."""
+    """(model_cfg, local weights file or None) for an open_clip name, a JSON file, or local-dir:DIR.
+
+    A shipped name (a folder ``ASSET_DIR/<arch>`` with open_clip_config.json, e.g. ``synth-clip``) is local-dir.
+    """
     import open_clip
 
+    if open_clip.get_model_config(arch) is None and (ASSET_DIR / arch / "open_clip_config.json").is_file():
+        arch = f"local-dir:{ASSET_DIR / arch}"
     if arch.startswith("local-dir:"):
         folder = Path(arch[len("local-dir:"):])
         cfg_file = folder / "open_clip_config.json"

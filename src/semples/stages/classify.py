@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from semples.losses import multilabel_losses
-from semples.models.mask_generators import MaskGenerator
+from semples.models.mask_generators import MaskGenerator, run_generator
 from semples.stages.base import Stage
 
 
@@ -29,7 +29,7 @@ class ClassifyStage(Stage):
         self.weights = {"token": token_weight, "coarse": coarse_weight, "fine": fine_weight}
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.mask_generator(batch["image"])
+        out = run_generator(self.mask_generator, batch["image"], batch["labels"])
         losses = multilabel_losses(out.logits, batch["labels"], self.weights)
         losses["loss"] = losses["classify_loss"]
         return losses

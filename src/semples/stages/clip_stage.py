@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from semples.models.clip import FrozenCLIP
-from semples.models.mask_generators import MaskGenerator
+from semples.models.mask_generators import MaskGenerator, run_generator
 from semples.stages.base import Stage
 from semples.stages.masking import masked_images, pair_masks, positive_pairs
 
@@ -57,7 +57,7 @@ class ClipStage(Stage):
         n, k = positive_pairs(labels)
         if n.numel() == 0:
             return None
-        out = generator(images)
+        out = run_generator(generator, images, labels)  # labels reach the generators that use them
         masks = pair_masks(out, n, k, eps, self.masking.align_corners)
         fg, bg = masked_images(images[n], masks, space=self.masking.space, data_norm=self.data_norm,
                                foreground=foreground, background=background)

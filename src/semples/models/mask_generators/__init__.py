@@ -1,7 +1,14 @@
 """Mask generators S: anything that maps images to per-class maps the SemPLeS losses can train.
 
-`GENERATORS` is a plain dict (name -> builder(cfg: GeneratorConfig, num_classes)); its keys are the valid values
-of `generator.name`.
+`GENERATORS` is a plain dict (name -> builder(cfg: GeneratorConfig, num_classes, quiet, context)); its keys are the
+valid values of `generator.name`:
+
+    weaktr_vit     WeakTr / MCTformer-style ViT with K class tokens (METHOD.md §1.6)
+    resnet_cam     CLIMS-style ResNet CAM network (1×1 classifier on the last feature map)
+    clip_gradcam   Grad-CAM of the frozen CLIP against learnable / hand-written prompts (FMA-WSSS, CLIP-ES)
+
+The CLIP generator needs a `GeneratorContext` (the frozen CLIP, class and background names): `generator_context`
+makes one from an experiment config, a class table and a loaded CLIP.
 """
 
 from __future__ import annotations
@@ -9,30 +16,53 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from semples.models.mask_generators.base import GeneratorOutput, MaskGenerator
+from semples.models.mask_generators.base import GeneratorContext, GeneratorOutput, MaskGenerator, run_generator
+from semples.models.mask_generators.clip_gradcam import ClipGradCAM, build_clip_gradcam, clip_gradcam_for_checkpoint
+from semples.models.mask_generators.resnet_cam import ResNetCAM, build_resnet_cam
 from semples.models.mask_generators.weaktr import WeakTrViT, build_weaktr
 from semples.utils.checkpoint_io import CheckpointError, read_checkpoint, sha256_file
 from semples.utils.dataclass_config import ConfigError, from_dict
 
 GENERATORS: dict[str, Callable[..., MaskGenerator]] = {
     "weaktr_vit": build_weaktr,
+    "resnet_cam": build_resnet_cam,
+    "clip_gradcam": build_clip_gradcam,
+}
+
+# generators whose checkpoint state (not only the config) defines how to rebuild them: name -> hook
+# (gen_cfg, state, num_classes, context, ckpt) -> (gen_cfg, context)
+CHECKPOINT_REBUILD: dict[str, Callable] = {
+    "clip_gradcam": clip_gradcam_for_checkpoint,
 }
 
 
-def build_generator(cfg, num_classes: int, quiet: bool = False) -> MaskGenerator:
+def build_generator(cfg, num_classes: int, quiet: bool = False, context: GeneratorContext | None = None
+                    ) -> MaskGenerator:
     """The mask generator named by `cfg.name` (a `GeneratorConfig`) for `num_classes` classes.
 
-    `quiet` silences the random-weights warning (when weights are loaded from a checkpoint right after).
+    `quiet` silences the random-weights warning (when weights are loaded from a checkpoint right after);
+    `context` carries what some generators need beyond the config (CLIP Grad-CAM: the CLIP and the names).
     """
     try:
         builder = GENERATORS[cfg.name]
     except KeyError:
         raise ConfigError(f"unknown generator.name {cfg.name!r}; valid: {', '.join(GENERATORS)}") from None
-    return builder(cfg, num_classes, quiet=quiet)
+    return builder(cfg, num_classes, quiet=quiet, context=context)
+
+
+def generator_context(cfg, classes=None, clip=None) -> GeneratorContext:
+    """The `GeneratorContext` of experiment config `cfg` (a `Config`) for a dataset's `ClassTable` and a loaded
+    frozen CLIP: prompt names of the classes, background names (``generator.clip_cam.background_names``, else the
+    dataset's list), the CLIP."""
+    from semples.models.prompts import background_names_for
+
+    names = tuple(classes.prompt_names) if classes is not None else None
+    background = background_names_for(cfg.data, cfg.generator.clip_cam.background_names)
+    return GeneratorContext(class_names=names, background_names=background, clip=clip)
 
 
 # generator fields that define the architecture (taken from the checkpoint when S is loaded from one)
-ARCH_FIELDS = ("name", "backbone", "backbone_kwargs", "attention_reduction", "attention_pool")
+ARCH_FIELDS = ("name", "backbone", "backbone_kwargs", "attention_reduction", "attention_pool", "clip_cam")
 
 
 def checkpoint_record(ckpt: dict) -> dict:
@@ -41,11 +71,14 @@ def checkpoint_record(ckpt: dict) -> dict:
             "finished": ckpt.get("finished")}
 
 
-def load_generator(source, gen_cfg, num_classes: int) -> tuple[MaskGenerator, dict]:
+def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext | None = None
+                   ) -> tuple[MaskGenerator, dict]:
     """The mask generator S: fresh from `gen_cfg` when `source` is None, else from a run folder or checkpoint.
 
-    A loaded S keeps the architecture it was trained with (ARCH_FIELDS from the checkpoint's config); behaviour
-    switches (mask_source, train_trunk, drop_path) come from `gen_cfg` (a `GeneratorConfig`).
+    A loaded S keeps the architecture it was trained with (ARCH_FIELDS from the checkpoint's config; for CLIP
+    Grad-CAM also the prompt set and token ids saved in its state); behaviour switches (mask_source, train_trunk,
+    drop_path) come from `gen_cfg` (a `GeneratorConfig`). `context` is handed to the builder (see
+    `generator_context`); a CLIP Grad-CAM checkpoint loaded without one brings up the CLIP its config names.
 
     Returns:
         (generator, record) — record describes the source for manifests.
@@ -54,7 +87,7 @@ def load_generator(source, gen_cfg, num_classes: int) -> tuple[MaskGenerator, di
         CheckpointError: missing/unreadable checkpoint, no generator in it, or a class-count mismatch.
     """
     if source is None:
-        return build_generator(gen_cfg, num_classes), {"fresh": dataclasses.asdict(gen_cfg)}
+        return build_generator(gen_cfg, num_classes, context=context), {"fresh": dataclasses.asdict(gen_cfg)}
     ckpt = read_checkpoint(source)
     state = ckpt.get("modules", {}).get("mask_generator")
     if state is None:
@@ -68,13 +101,24 @@ def load_generator(source, gen_cfg, num_classes: int) -> tuple[MaskGenerator, di
     if saved_k != num_classes:
         raise CheckpointError(f"{ckpt['path']}: mask generator was trained for {saved_k} classes, the dataset has "
                               f"{num_classes}")
-    generator = build_generator(arch_cfg, num_classes, quiet=True)
-    missing, unexpected = generator.load_state_dict(state, strict=False)
+    build_context = context
+    if arch_cfg.name in CHECKPOINT_REBUILD:
+        arch_cfg, build_context = CHECKPOINT_REBUILD[arch_cfg.name](arch_cfg, state, num_classes, context, ckpt)
+    generator = build_generator(arch_cfg, num_classes, quiet=True, context=build_context)
+    try:
+        missing, unexpected = generator.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{ckpt['path']}: mask generator weights do not fit the architecture "
+                              f"({str(e).splitlines()[-1].strip()})") from None
     if missing or unexpected:
         raise CheckpointError(f"{ckpt['path']}: mask generator weights do not fit the architecture "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    check_names = getattr(generator, "check_class_names", None)
+    if check_names is not None and context is not None and context.class_names is not None:
+        check_names(context.class_names, context.background_names, ckpt["path"])
     return generator, checkpoint_record(ckpt)
 
 
-__all__ = ["ARCH_FIELDS", "GENERATORS", "GeneratorOutput", "MaskGenerator", "WeakTrViT", "build_generator",
-           "checkpoint_record", "load_generator"]
+__all__ = ["ARCH_FIELDS", "CHECKPOINT_REBUILD", "GENERATORS", "ClipGradCAM", "GeneratorContext", "GeneratorOutput",
+           "MaskGenerator", "ResNetCAM", "WeakTrViT", "build_generator", "checkpoint_record", "generator_context",
+           "load_generator", "run_generator"]

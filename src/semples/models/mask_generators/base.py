@@ -4,6 +4,11 @@ A generator maps images (B, 3, H, W) to a `GeneratorOutput`: class maps on its o
 `cam` that becomes the soft mask — plus named image-level logits (B, K) that stage classify trains with
 multi-label losses. `to_image_size` brings grid maps back to the input's pixels (handling the padding a
 patch-based generator adds).
+
+Generators whose maps depend on the image label (CLIP Grad-CAM: a softmax over the classes present in the image)
+set ``uses_labels = True`` and accept ``forward(images, labels=...)``; `run_generator` passes the labels to those
+and only to those, so callers need not know which kind they hold. A generator may need more than its config to be
+built (class names for text prompts, the frozen CLIP it runs on): builders receive a `GeneratorContext`.
 """
 
 from __future__ import annotations
@@ -52,14 +57,33 @@ class GeneratorOutput:
         return F.interpolate(maps, size=size or valid, mode="bilinear", align_corners=align_corners)
 
 
+@dataclass
+class GeneratorContext:
+    """What a generator builder may need beyond its `GeneratorConfig` (only CLIP Grad-CAM needs any of it).
+
+    Attributes:
+        class_names: how CLIP reads the K foreground classes (the dataset's prompt names).
+        background_names: background classes of the text prompts (FMA-WSSS; `semples.models.prompts`).
+        clip: the experiment's frozen CLIP (`FrozenCLIP`), shared with the stage instead of loaded twice.
+    """
+
+    class_names: tuple[str, ...] | None = None
+    background_names: tuple[str, ...] | None = None
+    clip: nn.Module | None = None
+
+
 class MaskGenerator(nn.Module, abc.ABC):
     """Base class of mask generators. Subclasses split their parameters into a trunk and a head."""
 
     num_classes: int
+    uses_labels: bool = False  # forward takes labels= (maps depend on the image label)
 
     @abc.abstractmethod
     def forward(self, images: torch.Tensor) -> GeneratorOutput:
-        """Shape: images (B, 3, H, W), normalised as the generator expects (ImageNet by default)."""
+        """Shape: images (B, 3, H, W), normalised as the generator expects (ImageNet by default).
+
+        Generators with ``uses_labels`` also take ``labels`` (B, K) multi-hot (None: all classes count as present).
+        """
 
     @abc.abstractmethod
     def trunk_modules(self) -> list[nn.Module]:
@@ -78,3 +102,13 @@ class MaskGenerator(nn.Module, abc.ABC):
             for m in self.trunk_modules():
                 m.train(False)
         return self
+
+
+def run_generator(generator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> GeneratorOutput:
+    """``generator(images)``, with ``labels=`` for the generators that use them (``uses_labels``).
+
+    Shape: images (B, 3, H, W); labels (B, K) multi-hot or None.
+    """
+    if labels is not None and getattr(generator, "uses_labels", False):
+        return generator(images, labels=labels)
+    return generator(images)

@@ -199,8 +199,8 @@ class WeakTrViT(MaskGenerator):
                                input_size=(height, width), padded_size=(height + pad_h, width + pad_w))
 
 
-def build_weaktr(cfg, num_classes: int, quiet: bool = False) -> WeakTrViT:
-    """A `WeakTrViT` from a `GeneratorConfig`."""
+def build_weaktr(cfg, num_classes: int, quiet: bool = False, context=None) -> WeakTrViT:
+    """A `WeakTrViT` from a `GeneratorConfig` (`context` is not needed)."""
     vit = create_timm_vit(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.backbone_checkpoint,
                           drop_path=cfg.drop_path, kwargs=cfg.backbone_kwargs, quiet=quiet)
     return WeakTrViT(num_classes, vit, cfg.attention_reduction, cfg.attention_pool, cfg.mask_source)

@@ -1,0 +1,101 @@
+"""What every final segmentation model is, and how backbones are created (ImageNet weights by name, a file, or
+random).
+
+A `SegmentationModel` maps normalised images (B, 3, H, W) of any size to per-pixel class logits (B, C, H, W)
+at the input's size, C = K foreground classes + background (label value c = channel c). Inside, each model
+computes logits on a coarser grid (`output_stride`) and upsamples them bilinearly; patch-based models pad the
+input to a multiple of their patch size and crop the result, so every output pixel stays aligned with its input
+pixel.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from semples.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "segment.model"  # where SegmenterConfig lives in the experiment config (for error messages)
+
+
+class SegmentationModel(nn.Module, abc.ABC):
+    """Base class of final segmentation models.
+
+    Attributes:
+        num_classes: C, output channels (background included).
+        output_stride: input pixels per step of the grid `forward_grid` predicts on.
+        size_multiple: inputs are padded (bottom/right, zeros = mean colour) to a multiple of this.
+        source: description of the backbone weights (for manifests).
+    """
+
+    num_classes: int
+    output_stride: int = 1
+    size_multiple: int = 1
+    source: dict
+
+    @abc.abstractmethod
+    def forward_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits on the model's grid. Shape: images (B, 3, Hp, Wp), multiples of `size_multiple` ->
+        (B, C, h, w)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel logits. Shape: images (B, 3, H, W) -> (B, C, H, W)."""
+        h, w = images.shape[-2:]
+        m = self.size_multiple
+        ph, pw = (-h) % m, (-w) % m
+        padded = F.pad(images, (0, pw, 0, ph)) if ph or pw else images
+        logits = self.forward_grid(padded)
+        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :h, :w]
+
+
+def create_timm_backbone(name: str, *, pretrained: bool, checkpoint: str | None, kwargs: dict | None = None,
+                         quiet: bool = False, what: str = "segmentation backbone", **model_args) -> nn.Module:
+    """A timm model by name: ImageNet weights by (timm) name, from an explicit file, or random.
+
+    Args:
+        name: timm architecture (optionally with a pretrained tag, e.g. ``resnet101.tv_in1k``).
+        pretrained: download (or read from the HF cache) the ImageNet weights named by `name`.
+        checkpoint: explicit weights file (a timm/torchvision state dict); takes precedence over `pretrained`.
+        kwargs: user architecture overrides (tiny test variants), from the config.
+        quiet: no warning about random weights (weights are loaded from a checkpoint right after).
+        what: how log/error messages name the model.
+        **model_args: arguments of the model family (features_only, output_stride, dynamic_img_size, ...).
+
+    Raises:
+        WeightsError: the weights cannot be found (offline) or do not fit; the message says what to pass.
+    """
+    import timm
+
+    args = {**model_args, **(kwargs or {})}
+    try:
+        if checkpoint:
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": checkpoint}, **args)
+        else:
+            model = timm.create_model(name, pretrained=pretrained, **args)
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        if checkpoint:
+            raise WeightsError(f"{checkpoint}: cannot load as {name} weights ({type(e).__name__}: {e})") from e
+        if pretrained:
+            raise WeightsError(
+                f"could not get ImageNet weights for {name} ({type(e).__name__}); offline machines must pass "
+                f"--set {CONFIG_KEY}.backbone_checkpoint=/path/to/{name}.pth, or --set {CONFIG_KEY}.pretrained=false "
+                "to start from random weights") from e
+        raise WeightsError(f"cannot build timm model {name!r} with {args}: {e}") from e
+    if not (pretrained or checkpoint or quiet):
+        log.warning("%s %s has RANDOM weights (%s.pretrained=false): fine for tests, useless for results", what,
+                    name, CONFIG_KEY)
+    return model
+
+
+def weights_source(name: str, pretrained: bool, checkpoint: str | None) -> dict:
+    """How the backbone was initialised, for the run manifest."""
+    if checkpoint:
+        return {"backbone": name, "weights": "file", "path": str(checkpoint)}
+    return {"backbone": name, "weights": "imagenet (timm)" if pretrained else "random"}

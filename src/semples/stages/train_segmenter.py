@@ -1,0 +1,71 @@
+"""Stage segment: the final segmentation model trained on pseudo masks (METHOD.md §1.7).
+
+Trains: the whole segmentation model (backbone and decoder). Frozen: nothing. Loss: per-pixel cross-entropy
+against the pseudo mask, 255 ignored (unsure pixels and the crop padding), the model's logits at the mask's size.
+The engine (`semples.engine.train_stage`) runs it like any other stage: checkpoints, resume, several GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from semples.losses.segmentation import IGNORE_INDEX, segmentation_cross_entropy
+from semples.models.segmenters import SegmentationModel, build_segmenter
+from semples.models.segmenters.base import weights_source
+from semples.stages.base import Stage
+
+
+class SegmentStage(Stage):
+    """Cross-entropy training of a `SegmentationModel` on batches with ``image`` (B, 3, H, W) and ``mask``
+    (B, H, W) int64 (255 = ignore)."""
+
+    name = "segment"
+    trains = ("segmenter",)
+    frozen = ()
+    loss_names = ("ce_loss",)
+
+    def __init__(self, segmenter: SegmentationModel, *, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        self.ignore_index = ignore_index
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        if "mask" not in batch:
+            raise KeyError("stage segment needs batches with a 'mask' (TransformedDataset(..., with_mask=True))")
+        logits = self.segmenter(batch["image"])
+        loss = segmentation_cross_entropy(logits, batch["mask"], self.ignore_index)
+        return {"loss": loss, "ce_loss": loss}
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info["segmenter"] = {"class": type(self.segmenter).__name__, "num_classes": self.segmenter.num_classes,
+                             **getattr(self.segmenter, "source", {})}
+        return info
+
+
+def build_segment_stage(seg_cfg, num_classes: int, *, sync_bn: bool = False,
+                        fetch_weights: bool = True) -> SegmentStage:
+    """A fresh `SegmentStage` from a `SegmenterConfig` (`num_classes` includes background).
+
+    Args:
+        seg_cfg: the model's config.
+        num_classes: outputs, background included.
+        sync_bn: turn BatchNorm layers into SyncBatchNorm (several CUDA processes: statistics over the global
+            batch).
+        fetch_weights: False builds the architecture without reading backbone weights (quietly) — for a run folder
+            whose checkpoint replaces every weight anyway; `source` still describes the configured weights.
+    """
+    if fetch_weights:
+        model = build_segmenter(seg_cfg, num_classes)
+    else:
+        model = build_segmenter(dataclasses.replace(seg_cfg, pretrained=False, backbone_checkpoint=None), num_classes,
+                                quiet=True)
+        model.source = weights_source(model.source["backbone"], seg_cfg.pretrained, seg_cfg.backbone_checkpoint)
+    if sync_bn:
+        source = model.source
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.source = source
+    return SegmentStage(model)
