@@ -232,3 +232,27 @@ def test_uint8_views_normalised_on_the_device_equal_the_shared_multiscale_views(
     shared = [v for v, _, _ in multiscale_views(img, (1.0, 1.2, 0.8), flip=False, norm="clip")]
     for a, b in zip(ours, shared):
         torch.testing.assert_close(a, b)
+
+
+class LabelRecorder(PoolGenerator):
+    """A generator whose maps depend on the image label (like CLIP Grad-CAM): records the labels it gets."""
+
+    uses_labels = True
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, images, labels=None):
+        self.seen.append(labels.clone())
+        return super().forward(images)
+
+
+def test_generators_that_use_labels_get_each_images_label_for_every_view():
+    gen = LabelRecorder(3)
+    views = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 40, 40)]
+    multiscale_cams(gen, views, (32, 32), [np.array([0, 2]), np.array([1])], flip=True)
+    expected = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    assert len(gen.seen) == 2
+    for labels in gen.seen:  # original and flipped copies of both images
+        assert torch.equal(labels, torch.cat([expected, expected]))

@@ -37,7 +37,7 @@ from PIL import Image
 from semples.data.base import DataError, SegmentationDataset
 from semples.data.transforms import normalize, scaled_size
 from semples.infer.cam_io import cam_path, save_cam
-from semples.models.mask_generators import MaskGenerator
+from semples.models.mask_generators import MaskGenerator, run_generator
 from semples.utils.checkpoint_io import atomic_write_json
 from semples.utils.dataclass_config import ConfigError
 
@@ -89,12 +89,16 @@ def multiscale_cams(generator: MaskGenerator, views: Sequence[torch.Tensor], siz
     acc = [torch.zeros((len(c), *size), dtype=torch.float32, device=device) for c in classes]
     if all(len(c) == 0 for c in classes):
         return acc
+    # the image labels, for generators whose maps depend on them (CLIP Grad-CAM: softmax over present classes)
+    labels = torch.zeros(b, generator.num_classes, device=device)
+    for i, cls in enumerate(classes):
+        labels[i, cls] = 1.0
     for x in views:
         if x.shape[0] != b:
             raise ValueError("every scale needs the same number of images")
         x = torch.cat([x, x.flip(-1)]) if flip else x
         with autocast() if autocast is not None else contextlib.nullcontext():
-            out = generator(x)
+            out = run_generator(generator, x, torch.cat([labels, labels]) if flip else labels)
         cam = out.cam.float()  # (V·B, K, h, w)
         for i, cls in enumerate(classes):
             if len(cls) == 0:
@@ -391,7 +395,7 @@ def run_cams(cfg, generator_source: str | Path | None, *, split: str | None = No
         (this process's summary, the manifest written by the main process).
     """
     from semples.data import build_dataset
-    from semples.models.mask_generators import load_generator
+    from semples.models.mask_generators import generator_context, load_generator
 
     split = split or cams_split(cfg)
     out_dir = Path(out_dir) if out_dir is not None else default_cams_dir(cfg, split)
@@ -402,7 +406,9 @@ def run_cams(cfg, generator_source: str | Path | None, *, split: str | None = No
         torch.manual_seed(cfg.seed)
         gen_cfg = dataclasses.replace(gen_cfg, pretrained=False, backbone_checkpoint=None)
         log.warning("cams from a mask generator with RANDOM weights: for plumbing tests only")
-    generator, record = load_generator(generator_source, gen_cfg, len(names))
+    # class and background names for generators with text prompts (CLIP Grad-CAM); the others ignore them
+    generator, record = load_generator(generator_source, gen_cfg, len(names),
+                                       context=generator_context(cfg, dataset.classes))
     device, rank, world, state = _resolve_device(cfg.device)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     manifest = {
