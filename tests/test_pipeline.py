@@ -56,3 +56,23 @@ def test_until_and_from(tmp_path, capsys):
     assert m["steps"]["eval-masks"]["status"] == "done" and "train-seg" not in m["steps"]
     with pytest.raises(SystemExit):  # argparse rejects unknown steps
         main([*base, "--until", "nope"])
+
+
+@pytest.mark.parametrize("method", ["fma", "semples+fma"])
+def test_fma_methods_write_their_seeds_where_the_shared_evaluation_reads_them(tmp_path, method):
+    args = ["run", "--config", "tiny", "--method", method, "--set", f"output_dir={tmp_path}",
+            "--set", "pipeline.seed_split=train", "--until", "eval-masks"]
+    assert main(args) == 0
+    out = tmp_path / "tiny" / method.replace("+", "_")
+    m = manifest(out)
+    assert m["method"] == method and [s for s in m["steps"]] == list(STEPS[:5])
+    if method == "fma":  # FMA-WSSS trains its two prompt sets; its coarse seeds feed fma-segment
+        assert m["steps"]["train"]["outputs"]["generator"].endswith("tiny/fma-segment")
+        assert any((out / "seeds_coarse" / "train").glob("*.png"))
+        cams_manifest = json.loads((out / "cams" / "train" / "manifest.json").read_text())
+        assert cams_manifest["phase"] == "fine"
+    else:  # SemPLeS training, its CAMs refined by CAA
+        assert m["steps"]["train"]["outputs"]["generator"].endswith("tiny/refine")
+        assert any((out / "cams_semples" / "train").glob("*.npz"))
+    assert m["steps"]["pseudo-masks"]["outputs"]["pseudo"].endswith("pseudo_masks/sams_fine/train")
+    assert 0.0 <= m["steps"]["eval-masks"]["outputs"]["miou"] <= 1.0

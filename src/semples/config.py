@@ -328,7 +328,7 @@ def _classify_defaults() -> StageConfig:
 class PipelineConfig:
     """`semples run`: which chain, which splits (see semples.pipeline)."""
 
-    method: Literal["semples"] = "semples"  # which seeds the chain makes
+    method: Literal["semples", "fma", "semples+fma"] = "semples"  # which seeds the chain makes (semples.pipeline)
     pseudo_split: str | None = None  # split pseudo masks are made for (default: data.train_split)
     seed_split: str | None = None  # split seeds and pseudo masks are scored on (default: data.eval_split)
     figures: int = 8  # images in the report's figure grid

@@ -2,6 +2,15 @@
 
     train -> cams -> eval-seeds -> pseudo-masks -> eval-masks -> train-seg -> eval -> report
 
+Methods (``pipeline.method``, ``semples run --method``), each writing the same folders so the shared evaluation
+steps read them alike:
+
+    semples      train = classify/match/prompt/refine; cams = `semples cams`; pseudo masks = `semples pseudo-masks`
+    fma          train = fma-classify -> coarse CLIP CAMs (CAA) -> coarse SAMS seeds -> fma-segment;
+                 cams = fine CLIP Grad-CAM + CAA; pseudo masks = fine SAMS region voting
+    semples+fma  train and `semples cams` as semples, then CAA of those CAMs with the CLIP's attention; pseudo
+                 masks = fine SAMS region voting (the pipeline path, not the paper's 0.85/0.15 output ensemble)
+
 Every step is the same code as its verb (called through `semples.cli.main`), so it writes the same folders, skips
 work that is already done and refuses folders made with other settings. The chain records what each step ran,
 where it wrote and its headline numbers in ``<output_dir>/<experiment>/run.json``; ``--from STEP`` starts later
@@ -51,9 +60,13 @@ class Pipeline:
     force: bool = False
 
     def __post_init__(self) -> None:
-        self.root = Path(self.cfg.output_dir) / self.cfg.experiment
-        self.manifest_path = self.root / "run.json"
-        self.config_path = self.root / "run_config.yaml"
+        self.root = Path(self.cfg.output_dir) / self.cfg.experiment  # training run folders live here
+        # everything after training: the experiment folder for SemPLeS, a sub-folder per other method, so the
+        # methods of one experiment share its training runs and never mix their seeds
+        method = self.cfg.pipeline.method
+        self.out = self.root if method == "semples" else self.root / method.replace("+", "_")
+        self.manifest_path = self.out / "run.json"
+        self.config_path = self.out / "run_config.yaml"
         self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
         self.manifest.setdefault("steps", {})
 
@@ -102,7 +115,7 @@ class Pipeline:
                 raise PipelineError(f"{name} {value!r} is not a step; steps: {', '.join(STEPS)}")
         first = STEPS.index(start) if start else 0
         last = STEPS.index(until) if until else len(STEPS) - 1
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_path, dump_config(self.cfg))
         self.manifest.update(config=str(self.config_path), method=self.cfg.pipeline.method,
                              splits={"train": self.cfg.data.train_split, "pseudo": self.pseudo_split,
@@ -124,28 +137,58 @@ class Pipeline:
     def _force(self) -> list[str]:
         return ["--force"] if self.force else []
 
+    @property
+    def method(self) -> str:
+        return self.cfg.pipeline.method
+
     def _step_train(self) -> dict:
-        self._cli("train", ["train", "--scheme", self.cfg.scheme.scheme, "--resume", *self._force()])
-        return {"generator": str(self.root / final_generator_folder(self.cfg))}
+        if self.method != "fma":
+            self._cli("train", ["train", "--scheme", self.cfg.scheme.scheme, "--resume", *self._force()])
+            return {"generator": str(self.root / final_generator_folder(self.cfg))}
+        # FMA-WSSS: classification prompts -> coarse seeds (CAA 0.4, SAMS 0.6) -> segmentation prompts
+        from semples.infer.fma import fma_cams, fma_seeds
+
+        self._cli("train", ["train", "--stage", "fma-classify", "--resume", *self._force()])
+        coarse_cams = self.out / "cams_coarse" / self.pseudo_split
+        coarse_seeds = self.out / "seeds_coarse" / self.pseudo_split
+        fma_cams(self.cfg, self.root / "fma-classify", coarse_cams, phase="coarse", split=self.pseudo_split,
+                 force=self.force)
+        fma_seeds(self.cfg, coarse_cams, coarse_seeds, phase="coarse", split=self.pseudo_split, force=self.force)
+        self._cli("train", ["train", "--stage", "fma-segment", "--seeds", str(coarse_seeds), "--resume",
+                            *self._force()])
+        return {"generator": str(self.root / "fma-segment"), "coarse_cams": str(coarse_cams),
+                "coarse_seeds": str(coarse_seeds)}
 
     def _cams_dir(self, split: str) -> Path:
-        return self.root / "cams" / split
+        return self.out / "cams" / split
+
+    def _cams_for(self, split: str, out: Path) -> None:
+        """Seeds of `split` into `out`, as the method makes them."""
+        generator = self._output("train", "generator")
+        if self.method == "fma":  # CLIP Grad-CAM of the segmentation prompts, CAA with the fine box threshold
+            from semples.infer.fma import fma_cams
+
+            fma_cams(self.cfg, generator, out, phase="fine", split=split, force=self.force)
+            return
+        target = out if self.method == "semples" else self.out / "cams_semples" / split
+        self._cli("cams", ["cams", "--generator", generator, "--split", split, "--out", str(target), *self._force()])
+        if self.method == "semples+fma":  # SemPLeS seeds refined by CLIP attention affinity (CAA)
+            from semples.infer.fma import semples_fma_cams
+
+            semples_fma_cams(self.cfg, target, out, phase="fine", split=split, force=self.force)
 
     def _step_cams(self) -> dict:
-        generator = self._output("train", "generator")
         out = {"pseudo": str(self._cams_dir(self.pseudo_split))}
-        self._cli("cams", ["cams", "--generator", generator, "--split", self.pseudo_split, "--out", out["pseudo"],
-                           *self._force()])
+        self._cams_for(self.pseudo_split, Path(out["pseudo"]))
         if self._seed_split_within_pseudo():
             out["seeds"] = out["pseudo"]
         else:
             out["seeds"] = str(self._cams_dir(self.seed_split))
-            self._cli("cams", ["cams", "--generator", generator, "--split", self.seed_split, "--out", out["seeds"],
-                               *self._force()])
+            self._cams_for(self.seed_split, Path(out["seeds"]))
         return out
 
     def _step_eval_seeds(self) -> dict:
-        out = self.root / "eval_seeds" / self.seed_split
+        out = self.out / "eval_seeds" / self.seed_split
         self._cli("eval-seeds", ["eval-seeds", "--cams", self._output("cams", "seeds"), "--split", self.seed_split,
                                  "--out", str(out)])
         metrics = json.loads((out / "metrics.json").read_text())
@@ -153,38 +196,46 @@ class Pipeline:
                 "threshold": metrics.get("threshold")}
 
     def _pseudo_dir(self, split: str) -> Path:
-        return self.root / "pseudo_masks" / self.cfg.pseudo.method / split
+        kind = self.cfg.pseudo.method if self.method == "semples" else "sams_fine"
+        return self.out / "pseudo_masks" / kind / split
 
-    def _step_pseudo_masks(self) -> dict:
+    def _pseudo_for(self, split: str, cams: str, out: str) -> None:
+        if self.method != "semples":  # FMA-WSSS pseudo masks: SAMS region voting with the fine background power
+            from semples.infer.fma import fma_seeds
+
+            fma_seeds(self.cfg, cams, out, phase="fine", split=split, force=self.force)
+            return
         thresholds = ["--threshold-from", self._output("eval-seeds", "metrics")] \
             if self.cfg.pseudo.threshold is None else []
+        self._cli("pseudo-masks", ["pseudo-masks", "--cams", cams, "--split", split, "--out", out, *thresholds,
+                                   *self._force()])
+
+    def _step_pseudo_masks(self) -> dict:
         out = {"pseudo": str(self._pseudo_dir(self.pseudo_split))}
-        self._cli("pseudo-masks", ["pseudo-masks", "--cams", self._output("cams", "pseudo"), "--split",
-                                   self.pseudo_split, "--out", out["pseudo"], *thresholds, *self._force()])
+        self._pseudo_for(self.pseudo_split, self._output("cams", "pseudo"), out["pseudo"])
         if self._seed_split_within_pseudo():
             out["seeds"] = out["pseudo"]
         else:
             out["seeds"] = str(self._pseudo_dir(self.seed_split))
-            self._cli("pseudo-masks", ["pseudo-masks", "--cams", self._output("cams", "seeds"), "--split",
-                                       self.seed_split, "--out", out["seeds"], *thresholds, *self._force()])
+            self._pseudo_for(self.seed_split, self._output("cams", "seeds"), out["seeds"])
         return out
 
     def _step_eval_masks(self) -> dict:
-        out = self.root / "eval_masks" / self.seed_split
+        out = self.out / "eval_masks" / self.seed_split
         self._cli("eval-masks", ["eval-masks", "--masks", self._output("pseudo-masks", "seeds"), "--split",
                                  self.seed_split, "--out", str(out)])
         metrics = json.loads((out / "metrics.json").read_text())
         return {"dir": str(out), "metrics": str(out / "metrics.json"), "miou": metrics.get("miou")}
 
     def _step_train_seg(self) -> dict:
-        run_dir = self.root / "segment"
+        run_dir = self.out / "segment"
         self._cli("train-seg", ["train-seg", "--pseudo-masks", self._output("pseudo-masks", "pseudo"),
                                 "--run-dir", str(run_dir), "--no-eval", "--resume", *self._force()])
         return {"run_dir": str(run_dir)}
 
     def _step_eval(self) -> dict:
         split = self.cfg.segment.eval.split or self.cfg.data.eval_split
-        out = self.root / "segment" / "eval" / split
+        out = self.out / "segment" / "eval" / split
         self._cli("eval", ["eval-seg", "--checkpoint", self._output("train-seg", "run_dir"), "--split", split,
                            "--out", str(out), "--save-predictions", *self._force()])
         metrics = json.loads((out / "metrics.json").read_text())
@@ -193,10 +244,10 @@ class Pipeline:
                 "miou": {name: r.get("miou") for name, r in results.items()}}
 
     def _step_report(self) -> dict:
-        out = self.root / "report"
+        out = self.out / "report"
         out.mkdir(parents=True, exist_ok=True)
         # predictions of the final model on the seed split, so one figure row shows every step on one image
-        seed_eval = self.root / "segment" / "eval" / self.seed_split
+        seed_eval = self.out / "segment" / "eval" / self.seed_split
         self._cli("report", ["eval-seg", "--checkpoint", self._output("train-seg", "run_dir"), "--split",
                              self.seed_split, "--out", str(seed_eval), "--save-predictions"])
         lines = [f"# {self.cfg.experiment}: run summary", "", "| step | output | mIoU |", "|---|---|---:|"]

@@ -23,6 +23,8 @@ Run every step of the pipeline from one config, each exactly as its own verb wou
   semples run --config voc_semples --set data.root=/data/VOCdevkit
   semples run --config voc_semples --until eval-seeds          (stop after the seeds)
   semples run --config voc_semples --from pseudo-masks --set pseudo.method=region-vote
+  semples run --config voc_fma --method fma                   (FMA-WSSS: CLIP + CAA + SAMS)
+  semples run --config voc_semples --method semples+fma       (SemPLeS seeds refined by CAA + SAMS)
 
 Outputs live under <output_dir>/<experiment>/; run.json records every step's command, output folder, time and
 headline numbers. Re-running is idempotent: finished work is skipped, interrupted training resumes. --from takes
@@ -36,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--from", dest="start", choices=STEPS, help="first step (earlier outputs come from run.json)")
     p.add_argument("--until", choices=STEPS, help="last step")
+    p.add_argument("--method", choices=["semples", "fma", "semples+fma"],
+                   help="which seeds: SemPLeS, FMA-WSSS (CLIP + CAA + SAMS), or SemPLeS seeds refined by CAA + SAMS "
+                        "(default: pipeline.method)")
     p.add_argument("--force", action="store_true", help="redo every step from scratch")
 
 
@@ -47,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(preset_names()))
         return 0
     cfg = load_cli_config(args)
+    if args.method:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, method=args.method))
     try:
         manifest = run_pipeline(cfg, start=args.start, until=args.until, force=args.force)
     except PipelineError as e:
@@ -62,5 +71,7 @@ def run(args: argparse.Namespace) -> int:
             elif isinstance(miou, dict):
                 extra = "  mIoU " + ", ".join(f"{k} {100 * v:.1f}" for k, v in miou.items() if v is not None)
             print(f"{step:<13s} {rec.get('seconds', 0):7.1f} s{extra}")
-    print(f"run manifest: {cfg.output_dir}/{cfg.experiment}/run.json")
+    from semples.pipeline import Pipeline
+
+    print(f"run manifest: {Pipeline(cfg).manifest_path}")
     return 0
