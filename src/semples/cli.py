@@ -21,6 +21,7 @@ VERBS: dict[str, str] = {
     "train-seg": "semples.commands.train_seg",
     "eval-seg": "semples.commands.eval_seg",
     "figures": "semples.commands.figures",
+    "synth": "semples.commands.synth",
 }
 
 DESCRIPTION = """\

@@ -126,7 +126,8 @@ def probe_clip(clip, world: SyntheticWorld, *, per_class: int = 50, per_backgrou
     return {
         "template": template,
         "norm": norm,
-        "images": {"single_object": len(items), "on_grey": len(grey_images),
+        "images": {"single_object": len(items), "single_object_elsewhere": int((~on_assoc).sum()),
+                   "on_grey": len(grey_images),
                    "per_background": per_background, "split": PROBE_SPLIT},
         "zero_shot_accuracy": float((pred == truth).float().mean()),
         "accuracy_on_associated": _mean_or_none(pred[on_assoc] == truth[on_assoc]),

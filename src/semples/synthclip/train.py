@@ -224,17 +224,27 @@ def train_synth_clip(cfg: SynthClipConfig, out: str | Path, *, run_dir: str | Pa
     Returns:
         A `TrainClipResult`.
     """
-    from semples.engine import make_accelerator, train_stage
-    from semples.engine.distributed import resolve_precision
+    from semples.engine import make_accelerator
 
     out = Path(out)
     run_dir = Path(run_dir) if run_dir is not None else out / "run"
     acc = make_accelerator(cfg.train.device, cfg.train.mixed_precision, deterministic=True)
+    threads_before = torch.get_num_threads()
     if acc.device.type == "cpu":
         # on few cores, one thread per process beats oversubscribed OpenMP by far (measured: 2 threads beside a
         # busy worker cost 3x the CPU time per step)
-        threads = cfg.train.threads or max(1, (os.cpu_count() or 1) - cfg.train.num_workers)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) - cfg.train.num_workers))
+    try:
+        return _train_and_export(cfg, out, run_dir, acc, resume=resume, force=force, command=command)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_and_export(cfg: SynthClipConfig, out: Path, run_dir: Path, acc, *, resume: bool, force: bool,
+                      command: str | None) -> TrainClipResult:
+    from semples.engine import train_stage
+    from semples.engine.distributed import resolve_precision
+
     model = build_open_clip(cfg)
     stage = ContrastiveStage(model, make_tokenizer(cfg))
     world = SyntheticWorld(cfg.world)
