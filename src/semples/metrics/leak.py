@@ -1,0 +1,70 @@
+"""Leak rate: how much of a class's co-occurring background a segmentation labels as that class.
+
+For class k with associated background b(k) (the synthetic world knows it; on real data it has to be annotated),
+over the images whose label contains k:
+
+    leak(k) = #{pixels: background type b(k), ground truth background, predicted k} / #{pixels: b(k), gt background}
+
+Only ground-truth background pixels count (the object's own pixels are not background), and only images labelled
+k (seeds and pseudo masks never predict absent classes). This is the quantity SemPLeS is meant to lower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class LeakRate:
+    """Accumulates per-class leak counts over images.
+
+    Args:
+        class_background: (K,) background-type id associated with each foreground class (0-based classes).
+        ignore_index: ground-truth value to skip.
+    """
+
+    def __init__(self, class_background: list[int] | tuple[int, ...] | np.ndarray, ignore_index: int = 255) -> None:
+        self.class_background = np.asarray(class_background, dtype=np.int64)
+        self.ignore_index = ignore_index
+        k = len(self.class_background)
+        self.leaked = np.zeros(k, dtype=np.int64)
+        self.exposed = np.zeros(k, dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray, background_map: np.ndarray, labels: np.ndarray) -> LeakRate:
+        """Adds one image.
+
+        Shape: pred, gt, background_map (H, W) (labels 0 = background, k + 1 = class k); labels (K,) multi-hot.
+        """
+        pred, gt, bmap = np.asarray(pred), np.asarray(gt), np.asarray(background_map)
+        if not (pred.shape == gt.shape == bmap.shape):
+            raise ValueError(f"shapes differ: prediction {pred.shape}, ground truth {gt.shape}, "
+                             f"background map {bmap.shape}")
+        gt_background = gt == 0
+        for k in np.flatnonzero(np.asarray(labels) > 0.5):
+            region = gt_background & (bmap == self.class_background[k])
+            n = int(region.sum())
+            if n:
+                self.exposed[k] += n
+                self.leaked[k] += int((region & (pred == k + 1)).sum())
+        return self
+
+    def merge(self, other: LeakRate) -> LeakRate:
+        self.leaked += other.leaked
+        self.exposed += other.exposed
+        return self
+
+    def rates(self) -> np.ndarray:
+        """(K,) leak rate per class; NaN where the class never met its background."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.exposed > 0, self.leaked / np.maximum(self.exposed, 1), np.nan)
+
+    def mean(self) -> float:
+        r = self.rates()
+        return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
+
+    def to_dict(self, class_names: list[str] | tuple[str, ...]) -> dict:
+        """JSON-ready: per-class rate (None when undefined) and the mean over classes."""
+        rates = self.rates()
+        mean = self.mean()
+        return {"mean": None if not np.isfinite(mean) else mean,
+                "per_class": {name: (None if not np.isfinite(r) else float(r)) for name, r in zip(class_names, rates)},
+                "pixels": {name: int(e) for name, e in zip(class_names, self.exposed)}}
