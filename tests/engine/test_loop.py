@@ -193,3 +193,12 @@ def test_sampler_shards_are_disjoint_and_cover_each_global_batch():
     assert [i for i, _ in single] == [i for i, _ in items[0][:4] + items[1][:4] + items[0][4:] + items[1][4:]]
     single.set_epoch(3, start_step=1)
     assert len(list(single)) == 8 and len(single) == 8
+
+
+def test_max_steps_zero_checkpoints_the_initial_parameters(tmp_path, accelerator):
+    stage = ClassifyStage(make_generator(3))
+    initial = {k: v.clone() for k, v in stage.mask_generator.state_dict().items()}
+    res = train_stage(stage, data(12), stage_cfg(max_steps=0), run_dir=tmp_path, accelerator=accelerator)
+    ckpt = read_checkpoint(tmp_path)
+    assert res.global_step == 0 and ckpt["finished"]
+    assert all(torch.equal(initial[k], v) for k, v in ckpt["modules"]["mask_generator"].items())

@@ -227,7 +227,11 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
             manifest.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), progress=dict(progress))
             atomic_write_json(run_dir / "manifest.json", manifest)
 
+    saved = False
+
     def save(finished: bool, last_losses: dict) -> None:
+        nonlocal saved
+        saved = True
         acc.wait_for_everyone()
         if main:
             atomic_torch_save({
@@ -321,6 +325,9 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
         raise
     finally:
         bar.close()
+    if not saved:  # max_steps reached before any step (e.g. 0: a checkpoint of the initial parameters)
+        save(True, last_losses)
+        write_manifest("finished")
     status = "stopped" if stop and progress["epoch"] < stage_cfg.epochs else "finished"
     if main:
         log.info("%s: %s after %d steps -> %s", name, status, progress["global_step"], ckpt_path)
