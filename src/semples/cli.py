@@ -11,6 +11,7 @@ from semples import __version__
 
 # verb -> module under semples.commands. Order = order in `semples --help`.
 VERBS: dict[str, str] = {
+    "demo": "semples.commands.demo",
     "run": "semples.commands.run",
     "train": "semples.commands.train",
     "data": "semples.commands.data",

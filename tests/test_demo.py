@@ -1,0 +1,35 @@
+"""`semples demo`, shrunk to seconds: the whole chain runs through the CLI and the report has every section."""
+
+from __future__ import annotations
+
+import json
+
+from semples.cli import main
+
+
+def test_reduced_demo_writes_a_complete_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--config", "synth_demo_tiny"]) == 0
+    printed = capsys.readouterr().out
+    assert "seeds after match" in printed and "report.html" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("seeds_after_match", "seeds_after_refine", "pseudo_masks", "final"):
+        m = metrics[key]
+        assert 0.0 <= m["miou"] <= 1.0
+        assert set(m["per_class_iou"]) == {"background", "boat", "plane", "cow", "train", "bird", "car"}
+        assert set(m["leak"]["per_class"]) == {"boat", "plane", "cow", "train", "bird", "car"}
+    assert metrics["final"]["split"] == "val" and metrics["seeds_after_refine"]["split"] == "train"
+    probe = metrics["prompts"]["per_class"]
+    assert set(probe) == {"boat", "plane", "cow", "train", "bird", "car"}
+    assert all(len(p["nearest_captions"]) == 3 for p in probe.values())
+    assert 0.0 <= metrics["prompts"]["share_nearest_is_associated"] <= 1.0
+    html = (out / "report.html").read_text()
+    for section in ("summary", "per-class", "leak", "figures", "prompts", "curves", "details"):
+        assert f'<section id="{section}">' in html
+    for title in ("CAM after match", "Leak rate per class", "learned background prompt"):
+        assert title in html or title.lower() in html.lower()
+    assert html.count("data:image/png;base64,") == 4  # samples, threshold curves, prompt heat maps, loss curves
+    assert "figure missing" not in html
+    # re-running skips the finished work and rewrites the same report
+    assert main(["demo", "--out", str(out), "--config", "synth_demo_tiny"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["seeds_after_refine"] == metrics["seeds_after_refine"]
