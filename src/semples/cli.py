@@ -66,13 +66,34 @@ def main(argv: list[str] | None = None) -> int:
     from semples.errors import UserError
 
     try:
+        handled = _config_flags(args)  # --list-presets / --print-config of the verbs that read a config
+        if handled is not None:
+            return handled
         return int(args._module.run(args) or 0)
     except UserError as e:
         print(f"semples {args.verb}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"semples {args.verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def _config_flags(args: argparse.Namespace) -> int | None:
+    if getattr(args, "list_presets", False):
+        from semples.config import preset_names
+
+        print("\n".join(preset_names()))
+        return 0
+    if getattr(args, "print_config", False) and hasattr(args, "overrides") and args.verb != "synth":
+        from semples.commands.train import load_cli_config
+        from semples.config import dump_config
+
+        print(dump_config(load_cli_config(args)), end="")
+        return 0
+    return None
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ import yaml
 from semples.data.config import DataConfig, TrainTransformConfig
 from semples.data.seg_transforms import SegTrainTransformConfig
 from semples.infer.config import PseudoMaskConfig
-from semples.utils.dataclass_config import ConfigError, deep_merge, from_dict, set_dotted, to_dict
+from semples.utils.dataclass_config import (
+    ConfigError,
+    build_config,
+    deep_merge,
+    parse_override,
+    read_yaml_mapping,
+    to_dict,
+)
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -394,28 +401,11 @@ def _resolve_path(name_or_path: str | Path, relative_to: Path | None = None) -> 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path)
     base = data.pop("_base_", None)
     if base is not None:
         data = deep_merge(_read_yaml(_resolve_path(base, path.parent), seen + (path,)), data)
     return data
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'a.b=value' -> ('a.b', YAML-parsed value)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.sub=value")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -430,11 +420,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Like `load_config` from an in-memory mapping."""
-    data = deep_merge({}, data)
-    for item in overrides:
-        key, value = parse_override(item)
-        set_dotted(data, key, value, schema=Config)
-    return from_dict(Config, data)
+    return build_config(Config, data, overrides)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -37,11 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.config import preset_names
-
-    if args.list_presets:
-        print("\n".join(preset_names()))
-        return 0
     if not args.generator:
         print("semples cams: error: pass --generator RUN_FOLDER (or 'random' for random weights)")
         return 2

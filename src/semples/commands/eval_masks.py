@@ -35,11 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.config import preset_names
-
-    if args.list_presets:
-        print("\n".join(preset_names()))
-        return 0
     if not args.masks:
         print("semples eval-masks: error: pass --masks DIR (see semples eval-masks --help)")
         return 2

@@ -48,11 +48,6 @@ def default_eval_dir(cfg, split: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.config import preset_names
-
-    if args.list_presets:
-        print("\n".join(preset_names()))
-        return 0
     cfg = load_cli_config(args)
     from semples.data import build_dataset
     from semples.infer.cam_io import cam_path

@@ -41,11 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.config import preset_names
-
-    if args.list_presets:
-        print("\n".join(preset_names()))
-        return 0
     cfg = load_cli_config(args)
     from semples.data import build_dataset
     from semples.infer.cams import cams_split

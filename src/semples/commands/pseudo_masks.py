@@ -106,11 +106,6 @@ def _pseudo_config(cfg, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.config import preset_names
-
-    if args.list_presets:
-        print("\n".join(preset_names()))
-        return 0
     cfg = load_cli_config(args)
     pc = _pseudo_config(cfg, args)
     if pc.method != "region-vote" and (args.sam_checkpoint or args.superpixels or args.bg_power is not None):

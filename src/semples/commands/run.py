@@ -45,12 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.config import preset_names
     from semples.pipeline import PipelineError, run_pipeline
 
-    if args.list_presets:
-        print("\n".join(preset_names()))
-        return 0
     cfg = load_cli_config(args)
     if args.method:
         import dataclasses

@@ -41,6 +41,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set match.epochs=5 --set data.root=/data/VOC (repeatable)")
     p.add_argument("--list-presets", action="store_true", help="list the shipped config presets and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def load_cli_config(args: argparse.Namespace):
@@ -69,20 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="this stage's run folder (default: <output_dir>/<experiment>/<stage>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted stage from its last checkpoint")
     p.add_argument("--force", action="store_true", help="retrain even if the run folder holds a checkpoint")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.config import dump_config, preset_names
     from semples.training import TrainingSession, train_scheme
 
-    if args.list_presets:
-        print("\n".join(preset_names()))
-        return 0
     cfg = load_cli_config(args)
-    if args.print_config:
-        print(dump_config(cfg), end="")
-        return 0
     if args.stage is None and args.scheme is None:
         print("semples train: error: pass --stage NAME or --scheme NAME (see semples train --help)")
         return 2

@@ -40,19 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-predictions", action="store_true",
                    help="write the predictions as label PNGs under segment/eval/<split>/predictions/<setting>/")
     p.add_argument("--crf", action="store_true", help="also report dense-CRF post-processed predictions")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.config import dump_config, preset_names
-
-    if args.list_presets:
-        print("\n".join(preset_names()))
-        return 0
     cfg = load_cli_config(args)
-    if args.print_config:
-        print(dump_config(cfg), end="")
-        return 0
     if not args.pseudo_masks:
         print("semples train-seg: error: pass --pseudo-masks DIR (see semples train-seg --help)")
         return 2

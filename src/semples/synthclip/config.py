@@ -14,10 +14,9 @@ from typing import Any, Literal
 
 import yaml
 
-from semples.config import parse_override
 from semples.data.synthetic import SyntheticConfig
 from semples.data.transforms import CLIP_MEAN, CLIP_STD
-from semples.utils.dataclass_config import ConfigError, deep_merge, from_dict, set_dotted, to_dict
+from semples.utils.dataclass_config import ConfigError, build_config, read_yaml_mapping, to_dict
 
 VOCAB_SIZE = 49408  # open_clip's BPE vocabulary (SimpleTokenizer): fixed by the tokenizer, not a knob
 
@@ -164,18 +163,8 @@ def load_synth_clip_config(path: str | Path | None = None, overrides: list[str] 
             p = p / "training.yaml"
         if not p.is_file():
             raise ConfigError(f"{p}: toy-CLIP config not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
-        data = {k: v for k, v in data.items() if k != "produced"}  # run facts recorded beside the config
-    data = deep_merge({}, data)
-    for item in overrides:
-        key, value = parse_override(item)
-        set_dotted(data, key, value, schema=SynthClipConfig)
-    return from_dict(SynthClipConfig, data)
+        data = {k: v for k, v in read_yaml_mapping(p).items() if k != "produced"}  # run facts beside the config
+    return build_config(SynthClipConfig, data, overrides)
 
 
 def synth_clip_config_dict(cfg: SynthClipConfig) -> dict[str, Any]:

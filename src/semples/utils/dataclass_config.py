@@ -195,3 +195,42 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, schema: type | Non
             node = child
             if is_dict_field:
                 cls = None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'a.b=value' -> ('a.b', YAML-parsed value)."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def build_config(cls: type[T], data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Dataclass `cls` from a mapping plus dotted ``key=value`` overrides (each key checked against `cls`)."""
+    data = deep_merge({}, data)
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(data, key, value, schema=cls)
+    return from_dict(cls, data)
+
+
+def read_yaml_mapping(path: str | Any) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
