@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--stages", nargs="+", default=["match", "prompt", "refine"])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--loader-ratio", metavar="VOC_ROOT",
+                    help="also run stage match on real data from this VOC-layout folder (e.g. ../shared/data/voc128) "
+                         "and report the share of each step spent waiting for the loader")
+    ap.add_argument("--workers", type=int, default=2, help="loader workers for --loader-ratio")
+    ap.add_argument("--loader-steps", type=int, default=12, help="steps measured for --loader-ratio")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -172,6 +177,54 @@ def main(argv: list[str] | None = None) -> None:
     results = [measure_stage(name, clip, batch, classes, p, k, args, autocast, sync, generator, device)
                for name in args.stages]
     print("\nsummary: " + ", ".join(f"{n} {t:.3f} s/step ratio {r:.2f}" for n, t, r in results))
+    if args.loader_ratio:
+        loader_ratio(args, clip, generator, autocast, device)
+
+
+def loader_ratio(args, clip, generator, autocast, device) -> None:
+    """Stage match fed by the real data pipeline (voc128 fixture, the engine's loader, 2 workers): how long each
+    step waits for its batch, against the step time. The loader runs beside the step on the same cores."""
+    from semples.config import StageConfig
+    from semples.data import DataConfig, TransformedDataset, build_dataset, collate
+    from semples.data.transforms import TrainTransform
+    from semples.engine.sampler import EpochShardSampler
+
+    ds = build_dataset(DataConfig(dataset="voc", root=args.loader_ratio), "train")
+    tcfg = StageConfig().transform  # the match stage's augmentation: RRC 224, flip, RandAugment, erasing
+    data = TransformedDataset(ds, TrainTransform(tcfg), seed=0)
+    sampler = EpochShardSampler(len(data), args.batch, seed=0)
+    loader = torch.utils.data.DataLoader(data, batch_size=args.batch, sampler=sampler, num_workers=args.workers,
+                                         collate_fn=collate, persistent_workers=True)
+    names = list(ds.classes.prompt_names)
+    stage = MatchStage(generator(), clip, names, loss=LossConfig(), masking=MaskingConfig()).to(device).train()
+    opt = torch.optim.AdamW([q for q in stage.parameters() if q.requires_grad], lr=1e-4)
+    waits, steps = [], []
+    epoch = 0
+    while len(steps) < args.loader_steps + 2:
+        sampler.set_epoch(epoch)
+        epoch += 1
+        it = iter(loader)
+        while len(steps) < args.loader_steps + 2:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            b = {key: (v.to(device) if isinstance(v, torch.Tensor) else v) for key, v in batch.items()}
+            with autocast():
+                out = stage(b)
+            out["loss"].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            t2 = time.perf_counter()
+            waits.append(t1 - t0)
+            steps.append(t2 - t0)
+    waits, steps = waits[2:], steps[2:]  # leave out worker start-up
+    wait, step = statistics.mean(waits), statistics.mean(steps)
+    print(f"\nstage match on voc128 through the engine's loader ({args.workers} workers, batch {args.batch}, "
+          f"{len(steps)} steps): {step:.3f} s/step, waiting for data {wait:.3f} s/step -> "
+          f"loader-wait / step = {wait / step:.3f}")
 
 
 if __name__ == "__main__":
