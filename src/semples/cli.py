@@ -26,14 +26,19 @@ VERBS: dict[str, str] = {
 }
 
 DESCRIPTION = """\
-Weakly-supervised semantic segmentation from image-level labels with a frozen CLIP.
+Weakly-supervised semantic segmentation from image-level labels with a frozen CLIP (SemPLeS, FMA-WSSS).
 
-Typical SemPLeS pipeline (each step writes a run folder that the next one is handed explicitly):
-  semples train --scheme sequential --config voc_semples --set data.root=/data/VOCdevkit
-  semples train --stage match --config voc_semples --generator runs/semples/classify
+Start here:
+  semples demo                                   the whole chain on the built-in synthetic world -> report.html
+  semples run --config voc_semples --set data.root=/data/VOCdevkit      the whole chain on your data
 
-Every verb has its own --help. Configs are YAML presets (see `semples train --list-presets`) or files;
-`--set key.sub=value` overrides any value."""
+Or step by step (each step writes a folder that the next one is handed explicitly):
+  semples train --scheme sequential --config voc_semples       classify -> match -> prompt -> refine
+  semples cams --config voc_semples --generator runs/voc_semples/refine
+  semples eval-seeds / pseudo-masks / eval-masks / train-seg / eval-seg / figures
+
+Every verb has its own --help. Configs are YAML presets (`semples train --list-presets`) or files;
+`--set key.sub=value` overrides any value; `--print-config` shows the resolved config."""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
