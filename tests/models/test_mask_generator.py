@@ -100,3 +100,16 @@ def test_backbone_checkpoint_file_is_loaded(tmp_path):
     gen = build_generator(GeneratorConfig(backbone_checkpoint=str(path), backbone_kwargs=kwargs), 2)
     assert torch.equal(gen.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
     assert torch.equal(gen.embed.pos_embed, vit.pos_embed[:, 1:])
+
+
+def test_attention_fusion_of_layer_list_equals_fusion_of_stacked_maps():
+    from semples.models.mask_generators.weaktr import AttentionFusion
+
+    torch.manual_seed(0)
+    fusion = AttentionFusion(channels=6, reduction=2)
+    layers = [torch.rand(2, 3, 5, 5).softmax(-1) for _ in range(2)]
+    stacked = torch.cat(layers, dim=1)  # (B, L·H, N, N), layer-major like the gate channels
+    torch.testing.assert_close(fusion(layers), fusion(stacked))
+    # and by hand: sigmoid(MLP(max-pooled maps)) weighted mean over the 6 maps
+    gate = torch.sigmoid(fusion.mlp(stacked.amax(dim=(-2, -1))))
+    torch.testing.assert_close(fusion(layers), (gate[:, :, None, None] * stacked).mean(1))

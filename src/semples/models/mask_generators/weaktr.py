@@ -61,7 +61,9 @@ def create_timm_vit(backbone: str, *, pretrained: bool, checkpoint: str | None, 
 class AttentionFusion(nn.Module):
     """Learned per-head weighting of attention maps: pool each map, MLP, sigmoid gate, weighted mean.
 
-    Shape: attn (B, C, N, N) with C = layers × heads -> (B, N, N).
+    Shape: attn (B, C, N, N) with C = layers × heads, or a list of per-layer (B, H, N, N) maps -> (B, N, N).
+    The list form never stacks the layers: at inference on full-size images the stacked copy of all L·H maps
+    would be the largest tensor of the whole forward pass.
     """
 
     def __init__(self, channels: int, reduction: int = 8, pool: str = "max") -> None:
@@ -70,10 +72,20 @@ class AttentionFusion(nn.Module):
         self.pool = pool
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
 
-    def forward(self, attn: torch.Tensor) -> torch.Tensor:
-        pooled = attn.amax(dim=(-2, -1)) if self.pool == "max" else attn.mean(dim=(-2, -1))
+    def _pool(self, attn: torch.Tensor) -> torch.Tensor:
+        return attn.amax(dim=(-2, -1)) if self.pool == "max" else attn.mean(dim=(-2, -1))
+
+    def forward(self, attn: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        layers = [attn] if isinstance(attn, torch.Tensor) else list(attn)
+        pooled = torch.cat([self._pool(a.float()) for a in layers], dim=1)  # (B, C)
         gate = torch.sigmoid(self.mlp(pooled))  # (B, C)
-        return torch.einsum("bc,bcnm->bnm", gate, attn) / attn.shape[1]
+        out, c0 = None, 0
+        for a in layers:
+            c = a.shape[1]
+            part = torch.einsum("bc,bcnm->bnm", gate[:, c0:c0 + c], a.float())
+            out = part if out is None else out + part
+            c0 += c
+        return out / c0
 
 
 class TokenEmbedding(nn.Module):
@@ -167,13 +179,13 @@ class WeakTrViT(MaskGenerator):
     def trunk_modules(self) -> list[nn.Module]:
         return [self.embed, self.blocks, self.norm]
 
-    def _trunk(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    def _trunk(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
         x, grid = self.embed(images)
         attns = []
         for block in self.blocks:
             x, attn = block_with_attention(block, x)
-            attns.append(attn)
-        return self.norm(x), torch.stack(attns, dim=1), grid  # attn: (B, L, H, N, N)
+            attns.append(attn.detach())  # the fusion reads attention, it never trains through it
+        return self.norm(x), attns, grid  # attns: L × (B, H, N, N)
 
     def forward(self, images: torch.Tensor) -> GeneratorOutput:
         b, _, height, width = images.shape
@@ -186,8 +198,7 @@ class WeakTrViT(MaskGenerator):
         class_tokens, patches = tokens[:, :k], tokens[:, k:]
         patches = patches.transpose(1, 2).reshape(b, -1, gh, gw)
         coarse = self.head(patches)
-        attn = attn.detach().flatten(1, 2).float()  # (B, L·H, N, N)
-        fused_attn = self.fusion(attn)
+        fused_attn = self.fusion(attn)  # (B, N, N)
         cross = fused_attn[:, :k, k:].reshape(b, k, gh, gw)
         patch_attn = fused_attn[:, k:, k:]
         coarse_in = coarse.detach() if self.detach_coarse_in_fusion else coarse
