@@ -118,17 +118,6 @@ def train_segmentation(cfg: Config, pseudo_masks: str | Path, *, run_dir: str | 
     return result
 
 
-def _reduce(cm: ConfusionMatrix, acc) -> None:
-    """Sums a confusion matrix over processes on the accelerator's device (NCCL needs device tensors)."""
-    if acc.num_processes <= 1:
-        return
-    c = cm.num_classes
-    t = torch.from_numpy(np.concatenate([cm.matrix.ravel(), cm.invalid_predictions])).to(acc.device)
-    t = acc.reduce(t, reduction="sum").cpu().numpy()
-    cm.matrix = t[: c * c].reshape(c, c).astype(np.int64)
-    cm.invalid_predictions = t[c * c:].astype(np.int64)
-
-
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
@@ -253,7 +242,7 @@ def evaluate_segmentation(cfg: Config, checkpoint: str | Path, *, split: str | N
     bar.close()
     elapsed = time.perf_counter() - start
     for cm in matrices.values():
-        _reduce(cm, acc)
+        cm.reduce_across_processes()
     scores = {name: cm.scores(names) for name, cm in matrices.items()}
     report = {
         "dataset": dataset.name, "split": split, "num_images": len(dataset), "classes": names,
