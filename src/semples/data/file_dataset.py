@@ -8,6 +8,7 @@ stops with that message or, with ``data.skip_bad``, skips the item and reports i
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -120,8 +121,9 @@ class FileDataset(SegmentationDataset):
         self.bad_entries.extend(messages)
 
     # ------------------------------------------------------------------ the contract
-    def image_path(self, index: int) -> Path:  # pragma: no cover - every reader overrides it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def image_path(self, index: int) -> Path:
+        """The image file of item `index` (every reader defines where its images live)."""
 
     def mask_path(self, index: int) -> Path | None:
         """The mask file of item `index` (None: no mask file, e.g. masks built from annotations)."""
