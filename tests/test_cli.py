@@ -102,6 +102,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
                  "--set", "classify.batch_size=64"]) == 1
     assert "fewer than one batch" in capsys.readouterr().err
     assert main(["train", "--config", "tiny"]) == 2
+    assert "pass --stage NAME or --scheme NAME" in capsys.readouterr().err  # on stderr, stdout stays clean
 
 
 def test_print_config_and_presets(capsys):

@@ -129,6 +129,7 @@ def test_missing_pseudo_mask_is_a_one_line_error(tmp_path, pseudo_masks, capsys)
     manifest = json.loads((tmp_path / "tiny" / "segment" / "manifest.json").read_text())
     assert manifest["inputs"]["pseudo_masks"]["missing"] == 1 and manifest["dataset_size"] == 7
     assert main(["train-seg", "--config", "tiny"]) == 2  # --pseudo-masks is required
+    assert "pass --pseudo-masks DIR" in capsys.readouterr().err
 
 
 class Interrupted(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.masks:
-        print("semples eval-masks: error: pass --masks DIR (see semples eval-masks --help)")
+        print("semples eval-masks: error: pass --masks DIR (see semples eval-masks --help)", file=sys.stderr)
         return 2
     cfg = load_cli_config(args)
     from semples.data import build_dataset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "evaluate a trained segmentation model: single-/multi-scale (+flip), optional CRF, per-class mIoU"
@@ -38,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.checkpoint:
-        print("semples eval-seg: error: pass --checkpoint RUN (see semples eval-seg --help)")
+        print("semples eval-seg: error: pass --checkpoint RUN (see semples eval-seg --help)", file=sys.stderr)
         return 2
     from semples.commands.train_seg import _print_report
     from semples.config import load_config

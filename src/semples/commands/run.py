@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from semples.commands.train import add_config_arguments, load_cli_config
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = run_pipeline(cfg, start=args.start, until=args.until, force=args.force)
     except PipelineError as e:
-        print(f"semples run: error: {e}")
+        print(f"semples run: error: {e}", file=sys.stderr)
         return 1
     for step, rec in manifest["steps"].items():
         if rec.get("status") == "done":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "train the mask generator: one stage (--stage) or a whole learning scheme (--scheme)"
 DESCRIPTION = """\
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_cli_config(args)
     if args.stage is None and args.scheme is None:
-        print("semples train: error: pass --stage NAME or --scheme NAME (see semples train --help)")
+        print("semples train: error: pass --stage NAME or --scheme NAME (see semples train --help)", file=sys.stderr)
         return 2
     if args.stage is not None:
         session = TrainingSession(cfg)
