@@ -44,7 +44,7 @@ def test_full_chain_then_idempotent_rerun(tmp_path, capsys):
 def test_until_and_from(tmp_path, capsys):
     base = ["run", "--config", "tiny", "--set", f"output_dir={tmp_path}"]
     assert main([*base, "--from", "cams"]) == 1  # nothing recorded yet
-    assert "step train has no recorded output" in capsys.readouterr().out
+    assert "step train has no recorded output" in capsys.readouterr().err
     assert main([*base, "--until", "eval-seeds"]) == 0
     m = manifest(tmp_path / "tiny")
     assert set(m["steps"]) == {"train", "cams", "eval-seeds"}

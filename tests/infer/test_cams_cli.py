@@ -58,7 +58,7 @@ def test_train_cams_eval_seeds_figures_end_to_end(tmp_path, capsys):
 
 def test_cams_needs_a_generator(tmp_path, capsys):
     assert main(["cams", "--config", "tiny", "--set", f"output_dir={tmp_path}"]) == 2
-    assert "--generator" in capsys.readouterr().out
+    assert "--generator" in capsys.readouterr().err
 
 
 def test_eval_seeds_without_cams_says_what_to_run(tmp_path, capsys):
