@@ -68,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
-    from semples.errors import UserError
+    from semples.errors import UsageError, UserError
 
     try:
         handled = _config_flags(args)  # --list-presets / --print-config of the verbs that read a config
         if handled is not None:
             return handled
         return int(args._module.run(args) or 0)
+    except UsageError as e:
+        print(f"semples {args.verb}: error: {e}", file=sys.stderr)
+        return 2
     except UserError as e:
         print(f"semples {args.verb}: error: {e}", file=sys.stderr)
         return 1

@@ -11,6 +11,14 @@ class WeightsError(RuntimeError):
     """Pretrained weights are missing or do not fit; the message says what to pass instead."""
 
 
-UserError = (ConfigError, DataError, WeightsError, CheckpointError, FileNotFoundError)
+class PipelineError(RuntimeError):
+    """A step of `semples run` failed or an earlier step's output is missing; the message names the step."""
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "UserError", "WeightsError"]
+
+class UsageError(Exception):
+    """The command line lacks what the verb needs; the CLI prints the message and exits with status 2."""
+
+
+UserError = (ConfigError, DataError, WeightsError, CheckpointError, PipelineError, FileNotFoundError)
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "PipelineError", "UsageError", "UserError", "WeightsError"]

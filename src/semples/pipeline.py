@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from semples.config import Config, dump_config
+from semples.errors import PipelineError
 from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 STEPS = ("train", "cams", "eval-seeds", "pseudo-masks", "eval-masks", "train-seg", "eval", "report")
 
 
-class PipelineError(RuntimeError):
-    """A step failed or an earlier step's output is missing; the message names the step."""
 
 
 def final_generator_folder(cfg: Config) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from semples.commands.train import add_config_arguments, load_cli_config
+from semples.errors import UsageError
 
 HELP = "write multi-scale + flip seeds (CAMs) of a trained mask generator, one file per image"
 DESCRIPTION = """\
@@ -39,8 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.generator:
-        print("semples cams: error: pass --generator RUN_FOLDER (or 'random' for random weights)", file=sys.stderr)
-        return 2
+        raise UsageError("pass --generator RUN_FOLDER (or 'random' for random weights)")
     cfg = load_cli_config(args)
     from semples.infer.cams import run_cams
 

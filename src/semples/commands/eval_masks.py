@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from semples.commands.train import add_config_arguments, load_cli_config
+from semples.errors import UsageError
 
 HELP = "evaluate a folder of label PNGs (pseudo masks, predictions): mIoU, per-class IoU / precision / recall"
 DESCRIPTION = """\
@@ -37,8 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.masks:
-        print("semples eval-masks: error: pass --masks DIR (see semples eval-masks --help)", file=sys.stderr)
-        return 2
+        raise UsageError("pass --masks DIR (see semples eval-masks --help)")
     cfg = load_cli_config(args)
     from semples.data import build_dataset
     from semples.infer.mask_eval import evaluate_mask_folder

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from semples.errors import UsageError
 
 HELP = "evaluate a trained segmentation model: single-/multi-scale (+flip), optional CRF, per-class mIoU"
 DESCRIPTION = """\
@@ -39,8 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.checkpoint:
-        print("semples eval-seg: error: pass --checkpoint RUN (see semples eval-seg --help)", file=sys.stderr)
-        return 2
+        raise UsageError("pass --checkpoint RUN (see semples eval-seg --help)")
     from semples.commands.train_seg import _print_report
     from semples.config import load_config
     from semples.segmentation import evaluate_segmentation

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from semples.commands.train import add_config_arguments, load_cli_config
+from semples.errors import UsageError
 
 HELP = "draw sample grids: image | ground truth | seed heat maps | pseudo mask | prediction"
 DESCRIPTION = """\
@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
         where = {i: n for n, i in enumerate(dataset.ids)}
         unknown = [i for i in args.ids if i not in where]
         if unknown:
-            print(f"semples figures: error: not in {dataset.name} {split}: {', '.join(unknown[:5])}", file=sys.stderr)
-            return 2
+            raise UsageError(f"not in {dataset.name} {split}: {', '.join(unknown[:5])}")
         indices = [where[i] for i in args.ids]
     else:
         indices = pick_samples(len(dataset), args.num, args.seed)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from semples.commands.train import add_config_arguments, load_cli_config
 
@@ -46,18 +45,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.pipeline import PipelineError, run_pipeline
+    from semples.pipeline import run_pipeline
 
     cfg = load_cli_config(args)
     if args.method:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, method=args.method))
-    try:
-        manifest = run_pipeline(cfg, start=args.start, until=args.until, force=args.force)
-    except PipelineError as e:
-        print(f"semples run: error: {e}", file=sys.stderr)
-        return 1
+    manifest = run_pipeline(cfg, start=args.start, until=args.until, force=args.force)  # errors: cli.main
     for step, rec in manifest["steps"].items():
         if rec.get("status") == "done":
             outputs = rec.get("outputs", {})

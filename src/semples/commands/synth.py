@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from semples.errors import UsageError
+
 HELP = "the synthetic world and its toy CLIP: train-clip, probe-clip, preview"
 DESCRIPTION = """\
 The synthetic co-occurrence world (objects on backgrounds that usually come with them) and the small CLIP
@@ -79,9 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "_run", None) is None:
-        print("semples synth: error: pass a command: train-clip, probe-clip or preview (see semples synth --help)",
-              file=sys.stderr)
-        return 2
+        raise UsageError("pass a command: train-clip, probe-clip or preview (see semples synth --help)")
     return args._run(args)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from semples.errors import UsageError
 
 HELP = "train the mask generator: one stage (--stage) or a whole learning scheme (--scheme)"
 DESCRIPTION = """\
@@ -78,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_cli_config(args)
     if args.stage is None and args.scheme is None:
-        print("semples train: error: pass --stage NAME or --scheme NAME (see semples train --help)", file=sys.stderr)
-        return 2
+        raise UsageError("pass --stage NAME or --scheme NAME (see semples train --help)")
     if args.stage is not None:
         session = TrainingSession(cfg)
         result = session.train(args.stage, run_dir=args.run_dir, generator=args.generator, prompts=args.prompts,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from semples.commands.train import add_config_arguments, load_cli_config
+from semples.errors import UsageError
 
 HELP = "train the final segmentation model (DeepLabV3+ / Segmenter) on pseudo masks and evaluate it (mIoU)"
 DESCRIPTION = """\
@@ -46,8 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
     if not args.pseudo_masks:
-        print("semples train-seg: error: pass --pseudo-masks DIR (see semples train-seg --help)", file=sys.stderr)
-        return 2
+        raise UsageError("pass --pseudo-masks DIR (see semples train-seg --help)")
     from semples.engine import make_accelerator
     from semples.segmentation import evaluate_segmentation, train_segmentation
 
