@@ -264,8 +264,13 @@ class SyntheticWorld:
         return self._add_noise(rng, self._texture(rng, b, h, w).astype(np.float32))
 
     def render_object(self, name: str | int, seed: int, fill: tuple[int, int, int] = MASK_FILL_RGB,
-                      size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One object on a flat `fill` colour (default: the masked-pixel grey). Returns (image uint8, mask uint8)."""
+                      size: tuple[int, int] | None = None, background: str | int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """One object on a flat `fill` colour (default: the masked-pixel grey), or on one `background` type.
+
+        The object (size, place, flip, colours, pixel noise) depends only on (class, seed): the same seed with
+        and without `background` gives the same object in and out of context. Returns (image uint8, mask uint8).
+        """
         c = self._class_index(name)
         rng = self._rng(f"object-only/{self.class_names[c]}", seed, 0)
         h, w = self._size(rng, size)
@@ -273,8 +278,13 @@ class SyntheticWorld:
         s = rng.uniform(*self.cfg.object_size) * min(h, w)
         bw, bh = min(s * np.sqrt(aspect), w * 0.95), min(s / np.sqrt(aspect), h * 0.95)
         cx, cy = rng.uniform(bw / 2, w - bw / 2), rng.uniform(bh / 2, h - bh / 2)
-        image = np.empty((h, w, 3), dtype=np.float32)
-        image[:] = fill
+        if background is None:
+            image = np.empty((h, w, 3), dtype=np.float32)
+            image[:] = fill
+        else:  # its own random stream: the object's stays the same
+            b = self._background_index(background)
+            bg_rng = self._rng(f"object-on/{self.class_names[c]}/{self.background_names[b]}", seed, 1)
+            image = self._texture(bg_rng, b, h, w).astype(np.float32)
         mask = np.zeros((h, w), dtype=np.uint8)
         box = (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
         painted = self._paint_object(image, (h, w), c, box, bool(rng.random() < 0.5), rng.random(12),
