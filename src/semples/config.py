@@ -59,6 +59,9 @@ class PromptConfig:
     init_low: float = 0.0
     init_high: float = 1.0
     init_std: float = 0.02
+    refine_with: Literal["learned", "gaussian", "class_text"] = "learned"  # u^b of stage refine: the learned
+    # prompts (--prompts; SemPLeS), or an ablation control that needs no prompts: random N(0, I) directions in
+    # CLIP's joint space (seeded by `seed`), or the class's own text feature u^f
 
 
 @dataclass(frozen=True)

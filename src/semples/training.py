@@ -172,9 +172,11 @@ def train_scheme(cfg: Config, *, scheme: str | None = None, rounds: int | None =
     match_dir = session.train("match", generator=initial, **kw).run_dir
     current = match_dir
     refine_start = initial if cfg.scheme.refine_init == "initial" else match_dir
+    controls = cfg.prompts.refine_with != "learned"  # an ablation control stands in for the learned prompts
     for r in range(1, rounds + 1):
         suffix = "" if rounds == 1 else f"_r{r}"
-        prompt_dir = session.train("prompt", folder=f"prompt{suffix}", generator=current, **kw).run_dir
+        prompt_dir = None if controls else \
+            session.train("prompt", folder=f"prompt{suffix}", generator=current, **kw).run_dir
         start = refine_start if r == 1 else current  # later rounds continue the previous refinement
         current = session.train("refine", folder=f"refine{suffix}", generator=start, prompts=prompt_dir,
                                 **kw).run_dir

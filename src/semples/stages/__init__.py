@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from semples.config import Config
 from semples.data.base import ClassTable
-from semples.errors import CheckpointError
+from semples.errors import CheckpointError, ConfigError
 from semples.models.clip import FrozenCLIP, PromptTextEncoder, load_clip
 from semples.models.mask_generators import checkpoint_record, generator_context, load_generator
 from semples.stages.base import Stage
@@ -34,7 +34,7 @@ from semples.stages.fma_segment import FmaSegmentStage, SeedMaskDataset
 from semples.stages.joint import JointStage
 from semples.stages.match import MatchStage
 from semples.stages.prompt import PromptStage
-from semples.stages.refine import RefineStage
+from semples.stages.refine import RefineStage, control_features
 from semples.utils.checkpoint_io import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,12 @@ def build_stage(name: str, cfg: Config, classes: ClassTable, *, generator: str |
     if name == "prompt" and generator is None:
         raise CheckpointError("stage prompt needs the mask generator trained by stage match: pass --generator "
                               "<match run folder>")
-    if name == "refine" and prompts is None:
+    control = cfg.prompts.refine_with if name == "refine" else "learned"
+    if name == "refine" and control == "learned" and prompts is None:
         raise CheckpointError("stage refine needs learned prompts: pass --prompts <prompt run folder>")
+    if name == "refine" and control != "learned" and prompts is not None:
+        raise ConfigError(f"prompts.refine_with={control} replaces the learned prompts by a control: drop --prompts "
+                          "(or set prompts.refine_with=learned)")
     if generator is None and name in ("match", "refine", "joint"):
         log.warning("stage %s starts S without a classify checkpoint (ImageNet/random trunk, untrained head)", name)
     if clip is None and (name != "classify" or cfg.generator.name == "clip_gradcam"):
@@ -144,10 +148,16 @@ def build_stage(name: str, cfg: Config, classes: ClassTable, *, generator: str |
     elif name == "prompt":
         stage = PromptStage(gen, new_prompts(cfg, clip, k), clip, names, **common)
     elif name == "refine":
-        learned, inputs["prompts"] = load_prompts(prompts, clip, k)
         # which S stage refine starts from: the classify result (reference) or the match result
         inputs["start_point"] = gen_record.get("stage", "fresh")
-        stage = RefineStage(gen, learned, clip, names, train_trunk=cfg.generator.train_trunk, **common)
+        if control == "learned":
+            learned, inputs["prompts"] = load_prompts(prompts, clip, k)
+            stage = RefineStage(gen, learned, clip, names, train_trunk=cfg.generator.train_trunk, **common)
+        else:
+            inputs["prompts"] = {"control": control, "seed": cfg.seed if control == "gaussian" else None}
+            features = control_features(control, clip, names, cfg.clip.class_template, seed=cfg.seed)
+            stage = RefineStage(gen, None, clip, names, train_trunk=cfg.generator.train_trunk,
+                                background_features=features, **common)
     else:
         stage = JointStage(gen, new_prompts(cfg, clip, k), clip, names, train_trunk=cfg.generator.train_trunk,
                            **common)

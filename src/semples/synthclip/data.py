@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from semples.data.synthetic import SyntheticWorld
+from semples.data.synthetic import MASK_FILL_RGB, SyntheticWorld
 from semples.data.transforms import normalize
 from semples.synthclip.config import PairStreamConfig
 
@@ -26,12 +26,26 @@ def grey_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return torch.sigmoid((field - threshold) * sharpness).numpy()
 
 
+def removal_field(rng: np.random.Generator, object_mask: np.ndarray) -> np.ndarray:
+    """(h, w) float32 keep-mask that greys the objects out as a soft, too-large mask would: the object mask dilated
+    by 0-4 px and blurred (0 on the objects, 1 far from them)."""
+    m = torch.from_numpy(object_mask.astype(np.float32))[None, None]
+    grow = int(rng.integers(0, 5))
+    if grow:
+        m = F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow)
+    blur = int(rng.integers(0, 3))
+    for _ in range(blur):
+        m = F.avg_pool2d(m, 5, stride=1, padding=2, count_include_pad=False)
+    return (1.0 - m[0, 0].clamp(0, 1)).numpy()
+
+
 def clip_input(image: np.ndarray, rng: np.random.Generator, cfg: PairStreamConfig, size: int,
-               object_mask: np.ndarray | None = None) -> torch.Tensor:
+               object_mask: np.ndarray | None = None, remove_objects: bool = False) -> torch.Tensor:
     """One world image as the image tower sees it during training.
 
     Greying multiplies background pixels (``object_mask`` False) of the *normalised* image by a soft field, as
     SemPLeS's masks do, so greyed pixels take the normalisation's mean colour — the world's mask-fill grey.
+    With `remove_objects` the objects are greyed out instead (`removal_field`), as (1 − M) ⊙ X does.
 
     Shape: image (H, W, 3) uint8; object_mask (H, W) bool or None (no object) -> (3, size, size) float32.
     """
@@ -46,7 +60,9 @@ def clip_input(image: np.ndarray, rng: np.random.Generator, cfg: PairStreamConfi
         keep_obj = keep_obj[:, ::-1] if keep_obj is not None else None
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     x = normalize(x, "imagenet" if rng.random() < cfg.imagenet_norm_prob else "clip")
-    if rng.random() < cfg.grey_prob:
+    if remove_objects and keep_obj is not None:
+        x = x * torch.from_numpy(np.ascontiguousarray(removal_field(rng, keep_obj)))[None]
+    elif rng.random() < cfg.grey_prob:
         keep = np.zeros((ch, cw), np.float32) if rng.random() < cfg.grey_all_prob else grey_field(rng, ch, cw)
         if keep_obj is not None:
             keep = np.maximum(keep, keep_obj.astype(np.float32))
@@ -88,14 +104,46 @@ class PairStream(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.size
 
+    def kind(self, index: int, epoch: int = 0) -> str:
+        """What pair `index` shows: "background", "blank", "objects_removed" or "item" (a world item)."""
+        rng = self._pair_rng(index, epoch)
+        u, c = rng.random(), self.cfg
+        if u < c.background_only_prob:
+            return "background"
+        if u < c.background_only_prob + c.blank_prob:
+            return "blank"
+        if u < c.background_only_prob + c.blank_prob + c.object_removed_prob:
+            return "objects_removed"
+        return "item"
+
+    def _pair_rng(self, index: int, epoch: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch, index, 7]))
+
     def pair(self, index: int, epoch: int = 0) -> tuple[np.ndarray, str, np.ndarray | None]:
         """(image uint8, caption, object mask or None) of pair `index` before augmentation."""
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch, index, 7]))
-        if rng.random() < self.cfg.background_only_prob:
+        kind = self.kind(index, epoch)
+        rng = self._pair_rng(index, epoch)
+        rng.random()  # the draw that chose the kind
+        key = index + epoch * self.size
+        if kind == "background":
             b = int(rng.integers(0, len(self.world.background_names)))
-            key = index + epoch * self.size
             return self.world.render_background(b, key), self.world.background_caption(b, key), None
+        if kind == "blank":
+            lo, hi = self.world.cfg.image_size
+            h, w = (int(v) for v in rng.integers(lo, hi + 1, 2))
+            image = np.empty((h, w, 3), dtype=np.float32)
+            image[:] = MASK_FILL_RGB
+            if rng.random() < 0.5:  # mask-fill noise: per-pixel or smooth, of random strength
+                std = rng.uniform(2.0, 32.0)
+                if rng.random() < 0.5:
+                    image += rng.normal(0.0, std, image.shape).astype(np.float32)
+                else:
+                    image += (grey_field(rng, h, w)[..., None] - 0.5) * np.float32(2 * std)
+            caption = self.cfg.null_captions[int(rng.integers(0, len(self.cfg.null_captions)))]
+            return np.clip(image + 0.5, 0, 255).astype(np.uint8), caption, None
         item = self.world.generate(self.cfg.split, index)
+        if kind == "objects_removed":
+            return item.image, self.world.backgrounds_caption(self.cfg.split, index, epoch, item=item), item.mask > 0
         caption = self.world.caption(self.cfg.split, index, variant=epoch, item=item)
         return item.image, caption, item.mask > 0
 
@@ -103,5 +151,6 @@ class PairStream(torch.utils.data.Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         image, caption, object_mask = self.pair(index, epoch)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch, index, 11]))
-        x = clip_input(image, rng, self.cfg, self.image_size, object_mask)
+        removed = object_mask is not None and self.kind(index, epoch) == "objects_removed"
+        x = clip_input(image, rng, self.cfg, self.image_size, object_mask, remove_objects=removed)
         return {"image": x, "caption": caption, "index": index, "background_only": object_mask is None}

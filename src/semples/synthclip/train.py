@@ -115,9 +115,10 @@ class ContrastiveStage(Stage):
                 "image_to_text_accuracy": acc, "logit_scale": scale.detach()}
 
 
-def world_token_ids(world: SyntheticWorld, tokenizer) -> set[int]:
-    """Every token id a caption or probe prompt of `world` can contain, with SOT, EOT and padding (0)."""
-    texts = list(world.vocabulary())
+def world_token_ids(world: SyntheticWorld, tokenizer, extra_texts: tuple[str, ...] | list[str] = ()) -> set[int]:
+    """Every token id a caption or probe prompt of `world` (and `extra_texts`, e.g. the null captions) can
+    contain, with SOT, EOT and padding (0)."""
+    texts = list(world.vocabulary()) + list(extra_texts)
     for b in world.background_names:
         texts += world.background_captions(b)
     for c in world.class_names:
@@ -170,7 +171,7 @@ def export_local_dir(model: nn.Module, cfg: SynthClipConfig, out: str | Path, pr
              for k, v in model.state_dict().items()}
     info = {}
     if cfg.export.zero_unused_tokens:
-        keep = sorted(world_token_ids(SyntheticWorld(cfg.world), make_tokenizer(cfg)))
+        keep = sorted(world_token_ids(SyntheticWorld(cfg.world), make_tokenizer(cfg), cfg.pairs.null_captions))
         emb = state["token_embedding.weight"]
         zeroed = torch.zeros_like(emb)
         zeroed[keep] = emb[keep]

@@ -168,6 +168,41 @@ class SyntheticWorld:
                        for j, (c, box, flip, on_assoc, _) in enumerate(objects))
         return SyntheticItem(image, mask, background_map, labels, placed, tuple(bgs))
 
+    def cooccurrence(self, split: str = "train", n: int = 500) -> dict[str, dict[str, float]]:
+        """How strongly each class co-occurs with its associated background in the first `n` items of `split`
+        (layouts only) — what `p_cooc` controls.
+
+        Per class: ``p_bg_given_class`` = P(its background in the image | class present), ``p_bg_given_absent`` =
+        P(its background | class absent), ``lift`` = their ratio, and ``bg_pixel_share`` = the share of the
+        ground-truth background pixels of images holding the class that are its associated background.
+        """
+        k = self.num_classes
+        with_k, bg_with_k = np.zeros(k), np.zeros(k)
+        without_k, bg_without_k = np.zeros(k), np.zeros(k)
+        assoc_px, bg_px = np.zeros(k), np.zeros(k)
+        for i in range(n):
+            item = self.generate(split, i, render=False)
+            present = item.labels > 0.5
+            background = item.mask == 0
+            for c in range(k):
+                has_bg = self.class_background[c] in item.backgrounds
+                if present[c]:
+                    with_k[c] += 1
+                    bg_with_k[c] += has_bg
+                    bg_px[c] += background.sum()
+                    assoc_px[c] += (background & (item.background_map == self.class_background[c])).sum()
+                else:
+                    without_k[c] += 1
+                    bg_without_k[c] += has_bg
+        out = {}
+        for c, name in enumerate(self.class_names):
+            p_with = bg_with_k[c] / max(with_k[c], 1)
+            p_without = bg_without_k[c] / max(without_k[c], 1)
+            out[name] = {"p_bg_given_class": float(p_with), "p_bg_given_absent": float(p_without),
+                         "lift": float(p_with / p_without) if p_without > 0 else float("inf"),
+                         "bg_pixel_share": float(assoc_px[c] / max(bg_px[c], 1))}
+        return out
+
     def _tile(self) -> int:
         return self.cfg.image_size[1] + 64
 
@@ -306,7 +341,14 @@ class SyntheticWorld:
                 name = self.class_names[o.class_index]
                 counts[name] = counts.get(name, 0) + 1
         return captions.web_caption(rng, counts, [self.background_names[b] for b in item.backgrounds],
-                                    self.cfg.caption_background_prob)
+                                    self.cfg.caption_background_prob, self.cfg.caption_partial_prob)
+
+    def backgrounds_caption(self, split: str, index: int, variant: int = 0,
+                            item: SyntheticItem | None = None) -> str:
+        """A caption naming only the background(s) of item `index` (its objects taken out), e.g. "grass." """
+        item = item if item is not None else self.generate(split, index, render=False)
+        rng = self._rng(split, index, 3, variant)
+        return captions.backgrounds_caption(rng, [self.background_names[b] for b in item.backgrounds])
 
     def background_captions(self, background: str | int) -> list[str]:
         """Every caption of one background alone, e.g. ["a photo of water.", "a picture of water.", "water."]."""
