@@ -33,3 +33,15 @@ def test_reduced_demo_writes_a_complete_report(tmp_path, capsys):
     # re-running skips the finished work and rewrites the same report
     assert main(["demo", "--out", str(out), "--config", "synth_demo_tiny"]) == 0
     assert json.loads((out / "metrics.json").read_text())["seeds_after_refine"] == metrics["seeds_after_refine"]
+
+
+def test_demo_checks_its_optional_dependencies_before_training(tmp_path, capsys, monkeypatch):
+    import semples.utils.extras as extras
+
+    real = extras._installed
+    monkeypatch.setattr(extras, "_installed", lambda m: m != "matplotlib" and real(m))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--config", "synth_demo_tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "pip install 'semples[infer]'" in err and "Traceback" not in err
+    assert not (out / "runs").exists()  # nothing was trained

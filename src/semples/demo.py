@@ -28,10 +28,21 @@ import torch
 from semples.config import Config, load_config
 from semples.pipeline import Pipeline
 from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text
+from semples.utils.extras import require
 
 log = logging.getLogger(__name__)
 
 DEMO_PRESET = "synth_demo"
+
+
+def demo_dependencies(cfg: Config) -> list[str]:
+    """Optional modules the demo with config `cfg` imports (keys of `semples.utils.extras.EXTRAS`)."""
+    modules = ["matplotlib"]  # the report's figures
+    if cfg.pseudo.method == "crf":
+        modules.append("pydensecrf.densecrf")
+    elif cfg.pseudo.method == "region-vote" and cfg.pseudo.region_vote.source == "superpixels":
+        modules.append("skimage")
+    return modules
 
 
 def _cli(argv: list[str]) -> None:
@@ -179,6 +190,7 @@ def run_demo(out_dir: str | Path = "semples-demo", config: str = DEMO_PRESET, ov
 
         raise ConfigError("semples demo runs on the synthetic world (data.dataset: synthetic); for other data use "
                           "semples run")
+    require(demo_dependencies(cfg), "semples demo")  # before minutes of training, not after
     pipe = Pipeline(cfg, force=force)
     pipe.run(until="eval")
     root, split = pipe.root, pipe.seed_split

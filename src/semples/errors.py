@@ -5,6 +5,7 @@ from __future__ import annotations
 from semples.data.base import DataError
 from semples.utils.checkpoint_io import CheckpointError
 from semples.utils.dataclass_config import ConfigError
+from semples.utils.extras import MissingExtraError
 
 
 class WeightsError(RuntimeError):
@@ -19,6 +20,8 @@ class UsageError(Exception):
     """The command line lacks what the verb needs; the CLI prints the message and exits with status 2."""
 
 
-UserError = (ConfigError, DataError, WeightsError, CheckpointError, PipelineError, FileNotFoundError)
+UserError = (ConfigError, DataError, WeightsError, CheckpointError, PipelineError, FileNotFoundError,
+             MissingExtraError)
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "PipelineError", "UsageError", "UserError", "WeightsError"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "MissingExtraError", "PipelineError", "UsageError",
+           "UserError", "WeightsError"]
