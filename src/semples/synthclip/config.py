@@ -90,6 +90,7 @@ class PairStreamConfig:
     # masks the ImageNet-normalised crop and hands it to CLIP as is)
     antialias_prob: float = 0.5  # share resized to the tower's size with antialiasing (the rest: plain bilinear,
     # as FrozenCLIP.encode_image does)
+    region_min_share: float = 0.5  # region term: a patch belongs to an object when this share of it is the object
 
     def validate(self) -> None:
         for name in ("background_only_prob", "blank_prob", "object_removed_prob", "flip_prob", "grey_prob",
@@ -119,6 +120,10 @@ class SynthClipTrainConfig:
     min_lr: float = 1e-5
     warmup_steps: int = 50
     weight_decay: float = 0.1
+    region_weight: float = 0.0  # weight of the region term (RegionCLIP-style): the mean projected patch token over
+    # each visible object's patches is classified among the class texts "a photo of a {class}." and pulled towards
+    # its own (cross-entropy + 1 − cosine); 0 = off
+    region_template: str = "a photo of a {}."
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 only where the CPU/GPU has it
     device: str = "auto"
     num_workers: int = 1  # DataLoader worker processes generating pairs while the model trains
