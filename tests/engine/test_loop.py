@@ -12,7 +12,7 @@ from semples.config import LossConfig, MaskingConfig, StageConfig, TrainTransfor
 from semples.data.base import TransformedDataset
 from semples.data.transforms import TrainTransform
 from semples.engine import lr_at, make_accelerator, train_stage
-from semples.errors import CheckpointError
+from semples.errors import CheckpointError, ConfigError, ReuseError
 from semples.stages import ClassifyStage, MatchStage
 from semples.utils.checkpoint_io import read_checkpoint
 from tests.conftest import ToyDataset, make_generator
@@ -117,7 +117,7 @@ def test_finished_run_is_skipped_and_config_change_detected(tmp_path, accelerato
                         config_dict={"x": 1})
     assert first.status == "finished" and again.status == "skipped"
     assert (run / "checkpoint.pt").stat().st_mtime_ns == mtime
-    with pytest.raises(CheckpointError, match="x"):
+    with pytest.raises(ReuseError, match=r"made from other inputs or settings \(x: 1 -> 2\); pass --force"):
         train_stage(ClassifyStage(make_generator(3)), data(), cfg, run_dir=run, accelerator=accelerator,
                     config_dict={"x": 2})
     forced = train_stage(ClassifyStage(make_generator(3)), data(), cfg, run_dir=run, accelerator=accelerator,
@@ -163,7 +163,7 @@ def test_max_steps_stops_and_counts_as_done(tmp_path, accelerator):
 
 
 def test_too_small_dataset_is_a_clear_error(tmp_path, accelerator):
-    with pytest.raises(CheckpointError, match="fewer than one batch"):
+    with pytest.raises(ConfigError, match="fewer than one batch"):
         train_stage(ClassifyStage(make_generator(3)), data(3), stage_cfg(), run_dir=tmp_path,
                     accelerator=accelerator)
 
