@@ -58,9 +58,5 @@ class ReuseError(RunError):
     """
 
 
-# kept until the top floor moves onto the tree (next commits): the names the old modules import
-PipelineError = RunError
-UserError = (SemplesError, FileNotFoundError)
-
 __all__ = ["CheckpointError", "ConfigError", "DataError", "MissingInputError", "ReuseError", "RunError",
            "SemplesError", "UsageError", "WeightsError"]

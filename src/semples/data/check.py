@@ -211,10 +211,3 @@ def format_report(report: CheckReport) -> str:
             msg += ". Fix them, or set data.skip_bad: true to skip unreadable items during training"
         out.append(msg)
     return "\n".join(out)
-
-
-def detect_layout(path: str | Path) -> str | None:
-    """Moved to `semples.data.detect_layout` (kept until `semples data` moves onto the steps, next commit)."""
-    from semples.data import detect_layout as detect
-
-    return detect(path)
