@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
-MANIFEST = "manifest.json"
 
 
 # ----------------------------------------------------------------------------------------------- thresholds
