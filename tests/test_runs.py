@@ -80,3 +80,7 @@ def test_folder_reuse_is_refused_with_every_difference(tmp_path):
     assert folder_record(tmp_path)["settings_sha256"] == fingerprint
     again = write_folder_manifest(tmp_path, record(0.4, "x"), complete=True, counts={"present": 3}, last_run={"s": 1})
     assert folder_fingerprint(again) == fingerprint  # counts and timings are not what made the files
+    other_batch = record(0.4, "x")
+    other_batch.settings["batch"] = 8  # an uncompared setting: the folder is reused, so its identity stays
+    check_folder_reuse(first, other_batch, tmp_path)
+    assert folder_fingerprint(other_batch.manifest()) == fingerprint

@@ -155,10 +155,14 @@ def canonical(obj: Any) -> Any:
 
 
 def folder_fingerprint(manifest: dict | None) -> str | None:
-    """sha256 of what made an output folder's files (its data, inputs and settings), from its manifest."""
+    """sha256 of what made an output folder's files (its data, inputs and the settings compared on reuse), from its
+    manifest: the identity downstream folders and checkpoints record for it as an input."""
     if not manifest:
         return None
     what = {k: manifest.get(k) for k in ("format", "data", "inputs", "settings")}
+    uncompared = set(manifest.get("uncompared_settings") or ())
+    if isinstance(what["settings"], dict) and uncompared:
+        what["settings"] = {k: v for k, v in what["settings"].items() if k not in uncompared}
     return hashlib.sha256(json.dumps(canonical(what), sort_keys=True).encode()).hexdigest()
 
 
@@ -300,7 +304,8 @@ class FolderRecord:
     def manifest(self) -> dict:
         return canonical({"format": f"semples-{self.kind}", "version": MANIFEST_VERSION, "producer": self.producer,
                           "data": self.data, "classes": self.classes, "inputs": self.inputs,
-                          "settings": self.settings, "file_format": self.file_format, **self.extra})
+                          "settings": self.settings, "uncompared_settings": list(self.uncompared),
+                          "file_format": self.file_format, **self.extra})
 
 
 def check_folder_reuse(old: dict, record: FolderRecord, folder: str | Path) -> None:
