@@ -165,7 +165,8 @@ def test_changing_inference_or_other_stage_settings_keeps_finished_runs(tmp_path
     assert capsys.readouterr().out.count("skipped") == 4
     # λ of stage refine: the earlier stages stay finished, refine's folder refuses the other setting
     assert main([*base, "--set", "loss.lambda_refine=0.1"]) == 1
-    assert "refine/checkpoint.pt: finished with a different config (loss.lambda_refine)" in capsys.readouterr().err
+    assert ("refine/checkpoint.pt (finished): made from other inputs or settings (loss.lambda_refine: 0.05 -> 0.1); "
+            "pass --force to redo it, or choose another --run-dir") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("control", ["gaussian", "class_text"])

@@ -29,12 +29,10 @@ from semples.utils.dataclass_config import (
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
-STAGES = ("classify", "match", "prompt", "refine", "joint", "segment", "fma-classify", "fma-segment")
-STAGE_SECTIONS = tuple(s.replace("-", "_") for s in STAGES)  # config section of each stage ("fma_classify")
-
 
 def stage_section(name: str) -> str:
-    """The config section of stage `name` (stage names use "-", YAML sections "_")."""
+    """The config section of stage `name` (stage names use "-", YAML sections "_"; `semples.stages.STAGES` lists
+    the stages)."""
     return name.replace("-", "_")
 
 
@@ -377,10 +375,12 @@ class Config:
     fma_segment: StageConfig = field(default_factory=_fma_stage_defaults)  # stage fma-segment
 
     def stage(self, name: str) -> StageConfig:
-        """The optimisation section of stage `name`."""
-        if name not in STAGES:
-            raise ConfigError(f"unknown stage {name!r}; valid stages are: {', '.join(STAGES)}")
-        return getattr(self, stage_section(name))
+        """The optimisation section of stage `name` (every `StageConfig` field of the config is one)."""
+        section = getattr(self, stage_section(name), None)
+        if not isinstance(section, StageConfig):
+            valid = [f.replace("_", "-") for f, v in vars(self).items() if isinstance(v, StageConfig)]
+            raise ConfigError(f"unknown stage {name!r}; valid stages are: {', '.join(valid)}")
+        return section
 
 
 def preset_names() -> list[str]:
@@ -436,8 +436,6 @@ def dump_config(cfg: Config) -> str:
 
 
 __all__ = [
-    "STAGES",
-    "STAGE_SECTIONS",
     "CaaConfig",
     "CamConfig",
     "ClipCamConfig",

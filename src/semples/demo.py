@@ -45,14 +45,6 @@ def demo_dependencies(cfg: Config) -> list[str]:
     return modules
 
 
-def _cli(argv: list[str]) -> None:
-    from semples.cli import main
-
-    status = main(argv)
-    if status != 0:
-        raise RuntimeError(f"semples {' '.join(argv)} failed (exit {status})")
-
-
 def _read(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
@@ -198,12 +190,12 @@ def run_demo(out_dir: str | Path = "semples-demo", config: str = DEMO_PRESET, ov
     timings = {name: rec.get("seconds") for name, rec in steps.items()}
     t1 = time.perf_counter()
     # seeds of the match result, to compare with refine's (the run's cams step made refine's)
-    run_cfg = str(pipe.config_path)
+    from semples.steps import cams as cams_step
+    from semples.steps import seeds as seeds_step
+
     match_cams, match_eval = root / "cams_match" / split, root / "eval_seeds_match" / split
-    _cli(["cams", "--config", run_cfg, "--generator", str(root / "match"), "--split", split, "--out", str(match_cams),
-          "--no-progress", *(["--force"] if force else [])])
-    _cli(["eval-seeds", "--config", run_cfg, "--cams", str(match_cams), "--split", split, "--out", str(match_eval),
-          "--samples", "0", "--no-progress"])
+    cams_step.run(pipe.cfg, root / "match", split=split, out=match_cams, force=force, progress=False)
+    seeds_step.run(pipe.cfg, match_cams, split=split, out=match_eval, samples=0, progress=False)
     timings["match seeds"] = round(time.perf_counter() - t1, 1)
 
     from semples.data import build_dataset

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from semples.errors import ConfigError
 from semples.losses import match_loss, refine_loss
 from semples.models.clip import PromptTextEncoder
 from semples.models.mask_generators import MaskGenerator
+from semples.stages.base import BuiltStage
 from semples.stages.clip_stage import ClipStage
+from semples.stages.common import clip_stage_kwargs, load_prompts, require, start_generator, warn_fresh_start
 
 
 class RefineStage(ClipStage):
@@ -23,6 +26,42 @@ class RefineStage(ClipStage):
     trains = ("mask_generator",)
     frozen = ("clip", "prompts")
     loss_names = ("match_loss", "match_fg_loss", "match_bg_loss", "refine_loss")
+    # scheme.refine_init: which S refine starts from (also recorded as the generator input's sha256)
+    depends_on = ("clip", "masking", "generator", "prompts", "loss.lambda_bg", "loss.lambda_refine", "loss.sim_min",
+                  "loss.sim_max", "scheme.refine_init")
+
+    @classmethod
+    def validate_inputs(cls, cfg, *, generator=None, prompts=None, seeds=None) -> None:
+        control = cfg.prompts.refine_with
+        if control == "learned":
+            require(prompts, "stage refine needs learned prompts: pass --prompts <prompt run folder>")
+        elif prompts is not None:
+            raise ConfigError(f"prompts.refine_with={control} replaces the learned prompts by a control: drop "
+                              "--prompts (or set prompts.refine_with=learned)")
+
+    @classmethod
+    def from_config(cls, cfg, classes, *, generator=None, prompts=None, clip=None, seeds=None,
+                    dataset=None) -> BuiltStage:
+        """S from the classify run (reference) or the match run (`generator`); learned prompts from a prompt run,
+        or the control of ``prompts.refine_with``."""
+        cls.validate_inputs(cfg, prompts=prompts)
+        warn_fresh_start(cls.name, generator)
+        gen, record = start_generator(cfg, classes, generator, clip)
+        inputs = {"generator": record}
+        # which S stage refine starts from: the classify result (reference) or the match result
+        inputs["start_point"] = record.get("stage", "fresh")
+        names = list(classes.prompt_names)
+        control = cfg.prompts.refine_with
+        if control == "learned":
+            learned, inputs["prompts"] = load_prompts(prompts, clip, len(classes))
+            features = None
+        else:
+            learned = None
+            inputs["prompts"] = {"control": control, "seed": cfg.seed if control == "gaussian" else None}
+            features = control_features(control, clip, names, cfg.clip.class_template, seed=cfg.seed)
+        stage = cls(gen, learned, clip, names, train_trunk=cfg.generator.train_trunk, background_features=features,
+                    **clip_stage_kwargs(cfg, cls.name))
+        return BuiltStage(stage, inputs)
 
     def __init__(self, generator: MaskGenerator, prompts: PromptTextEncoder | None, clip, class_names, *, loss,
                  masking, train_trunk: bool = False, class_template: str = "a photo of {}.",

@@ -292,7 +292,7 @@ def train_synth_clip(cfg: SynthClipConfig, out: str | Path, *, run_dir: str | Pa
 def _train_and_export(cfg: SynthClipConfig, out: Path, run_dir: Path, acc, *, resume: bool, force: bool,
                       command: str | None) -> TrainClipResult:
     from semples.engine import train_stage
-    from semples.engine.distributed import resolve_precision
+    from semples.engine.device import resolve_precision
 
     model = build_open_clip(cfg)
     world = SyntheticWorld(cfg.world)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterable
 
-
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message names the pip extra that brings it."""
-
+from semples.errors import MissingExtraError
 
 # module to import -> (pip package, semples extra, what needs it)
 EXTRAS: dict[str, tuple[str, str, str]] = {

@@ -1,4 +1,5 @@
-"""Seed evaluation: a CAM folder against a split's ground truth over a grid of background thresholds.
+"""Seed evaluation (step eval-seeds, `semples.steps.seeds`): a CAM folder against a split's ground truth over a grid
+of background thresholds.
 
 `evaluate_seeds` streams the CAM files and masks once (threads), accumulating one confusion matrix per threshold
 (`semples.metrics.sweep.ThresholdSweep`); `write_seed_report` writes ``metrics.json``, ``metrics.md`` and the curve
@@ -153,7 +154,7 @@ def seed_metrics(ev: SeedEvaluation, *, cams_dir: str | Path, split: str, datase
                 "classes, ground truth 255 ignored",
         "dataset": dataset_name, "split": split,
         "cams_dir": str(cams_dir),
-        "cams": {k: manifest[k] for k in ("generator", "settings", "data") if k in manifest},
+        "cams": {k: manifest[k] for k in ("inputs", "settings", "data") if k in manifest},
         "images": res.images, "missing": len(ev.missing), "missing_ids": ev.missing[:100],
         "threshold": ev.threshold,
         "threshold_selection": ev.selection,

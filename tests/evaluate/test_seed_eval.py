@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from semples.data.base import DataError
+from semples.evaluate.seeds import ORACLE_NOTE, evaluate_seeds, write_seed_report
 from semples.infer.cam_io import cam_path, save_cam
 from semples.metrics.sweep import threshold_grid
-from semples.report.seeds import ORACLE_NOTE, evaluate_seeds, write_seed_report
 from tests.conftest import ToyDataset
 
 
@@ -67,7 +67,8 @@ def test_report_files(tmp_path):
     ds = ToyDataset(n=4)
     write_seeds(ds, tmp_path / "cams", fg=0.75, bg=0.25)  # exact in float16
     ev = evaluate_seeds(tmp_path / "cams", ds, threshold_grid(0.0, 0.95, 0.01), progress=False)
-    manifest = {"generator": {"path": "runs/x/refine/checkpoint.pt", "sha256": "ab" * 32}, "settings": {"scales": [1]}}
+    manifest = {"inputs": {"generator": {"path": "runs/x/refine/checkpoint.pt", "sha256": "ab" * 32}},
+                "settings": {"scales": [1]}}
     metrics = write_seed_report(tmp_path / "eval", ev, cams_dir=tmp_path / "cams", split="val", dataset_name="toy",
                                 cams_manifest=manifest)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -75,7 +76,7 @@ def test_report_files(tmp_path):
     assert saved["threshold_selection"] == "threshold chosen on this split's ground truth (oracle, as in the paper)"
     assert len(saved["curve"]) == 96 and saved["grid"]["count"] == 96
     assert set(saved["per_class"]) == {"background", "cat", "dog", "boat"}
-    assert saved["cams"]["generator"]["sha256"] == "ab" * 32
+    assert saved["cams"]["inputs"]["generator"]["sha256"] == "ab" * 32
     assert np.asarray(saved["confusion_matrix"]).shape == (4, 4)
     md = (tmp_path / "eval" / "metrics.md").read_text()
     assert "threshold chosen on this split's ground truth" in md and "| background |" in md
