@@ -10,6 +10,8 @@
       CheckpointError    a checkpoint is missing, unreadable or of the wrong kind (names the file)
       RunError           a run folder cannot be used as asked: an earlier step's output is not recorded ...
         ReuseError       ... or a finished folder was made from other inputs or settings (names what differs)
+        RunLockError     ... or another semples process is writing into it now (names the folder and its pid)
+      OutputError        an output file or folder cannot be written: disk full, read-only, a file in the way
 
 Each error also subclasses the builtin it replaces (ValueError, FileNotFoundError, RuntimeError), so callers that
 caught those keep working. This module imports nothing: every room of the package may raise these.
@@ -62,5 +64,17 @@ class ReuseError(RunError):
     """
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "MissingExtraError", "MissingInputError", "ReuseError",
-           "RunError", "SemplesError", "UsageError", "WeightsError"]
+class RunLockError(RunError):
+    """Another process holds the folder's lock (`semples.utils.locks`): one run per folder at a time.
+
+    The message names the folder and, when the holder recorded it, its pid, host, command line and start time.
+    """
+
+
+class OutputError(SemplesError, OSError):
+    """An output cannot be written (no space left, read-only or unwritable folder, a file where a folder should
+    be). The message names the path and the problem; an atomic write leaves the previous file in place."""
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "MissingExtraError", "MissingInputError", "OutputError",
+           "ReuseError", "RunError", "RunLockError", "SemplesError", "UsageError", "WeightsError"]

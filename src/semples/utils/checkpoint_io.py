@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semples.errors import CheckpointError  # re-exported: raised by this module
+from semples.errors import CheckpointError, OutputError  # re-exported: raised by this module
 
 if TYPE_CHECKING:
     import torch
@@ -25,19 +25,45 @@ CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "semples-checkpoint"
 
 
+_UMASK: int | None = None
+
+
+def file_mode() -> int:
+    """The mode a plain new file gets under this process's umask (what `open` would give; mkstemp gives 0600)."""
+    global _UMASK
+    if _UMASK is None:
+        try:  # Linux: read it without changing it (os.umask sets it; threads may be creating files)
+            status = Path("/proc/self/status").read_text()
+            _UMASK = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+        except (OSError, StopIteration, ValueError, IndexError):
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return 0o666 & ~_UMASK
+
+
 def _atomic(path: Path, write) -> None:
+    """Writes `path` through a temp file in the same folder, fsync and a rename: readers see the old file or the
+    new one, never half of one; a failed write (disk full, ...) leaves the old file and raises `OutputError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "writ" in str(e)):  # torch's C++ writer
+            old = " (the previous file is kept)" if path.exists() else ""
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
+            raise OutputError(f"{path}: cannot write ({reason}){old}") from e
         raise
 
 
@@ -60,6 +86,33 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def parse_json(text: str, path: str | os.PathLike, what: str = "file", error: type[Exception] = CheckpointError
+               ) -> Any:
+    """JSON text read from `path`, or `error` with one line naming the file: invalid JSON, or nesting too deep for
+    the parser (a RecursionError, not a JSONDecodeError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: {what} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise error(f"{path}: {what} is nested too deeply to read (a damaged or hostile file)") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "file", error: type[Exception] = CheckpointError) -> Any:
+    """A JSON file's content, or `error` (a `SemplesError` subclass) with one line naming the file and the problem:
+    missing, unreadable, not UTF-8, invalid JSON, nested too deeply."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise error(f"{p}: {what} is missing") from None
+    except UnicodeDecodeError:
+        raise error(f"{p}: {what} is not UTF-8 text") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read the {what} ({e.strerror or e})") from None
+    return parse_json(text, p, what, error)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()
@@ -79,16 +132,57 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Loads a semples checkpoint (weights_only=True) from a file or run folder."""
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, mmap: bool = False
+                    ) -> dict:
+    """Loads a semples checkpoint (weights_only=True) from a file or run folder.
+
+    `mmap`: map the tensors instead of reading them (a look at the checkpoint's records costs no reading of its
+    weights).
+
+    Raises:
+        CheckpointError: missing, unreadable, not a semples checkpoint, or one whose records are malformed (the
+            message names the file and the entry).
+    """
     import torch
 
     p = resolve_checkpoint(path)
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+        ckpt = torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
+        if mmap:  # a legacy (non-zip) file cannot be mapped; read it
+            return read_checkpoint(p, map_location)
         raise CheckpointError(f"{p}: cannot read checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a semples checkpoint")
+    problem = _malformed(ckpt, torch.Tensor)
+    if problem:
+        raise CheckpointError(f"{p}: malformed semples checkpoint: {problem} (a damaged or hand-edited file; "
+                              "retrain, or hand in another checkpoint)")
     ckpt["path"] = str(p)
     return ckpt
+
+
+def _malformed(ckpt: dict, tensor_type: type) -> str | None:
+    """What is wrong with the records of a semples checkpoint (None: nothing)."""
+    modules = ckpt.get("modules", {})
+    if not isinstance(modules, dict):
+        return f"'modules' is a {type(modules).__name__}, not a mapping of module name -> state dict"
+    for name, state in modules.items():
+        if not isinstance(state, dict):
+            return f"'modules.{name}' is a {type(state).__name__}, not a state dict"
+        bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, tensor_type)), None)
+        if bad is not None:
+            return f"'modules.{name}.{bad}' is a {type(state[bad]).__name__}, not a tensor"
+    for key in ("config", "progress", "inputs"):
+        if key in ckpt and not isinstance(ckpt[key], dict):
+            return f"'{key}' is a {type(ckpt[key]).__name__}, not a mapping"
+    progress = ckpt.get("progress")
+    if progress is not None:
+        bad = next((k for k in ("epoch", "step_in_epoch", "global_step")
+                    if k in progress and (not isinstance(progress[k], int) or progress[k] < 0)), None)
+        if bad is not None:
+            return f"'progress.{bad}' is {progress[bad]!r}, not a count"
+    names = ckpt.get("classes", [])
+    if not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+        return "'classes' is not a list of class names"
+    return None

@@ -10,6 +10,7 @@ Supported field types: ``bool``, ``int``, ``float``, ``str``, ``X | None``, ``Li
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
@@ -86,14 +87,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)  # YAML 1.1 reads "5e-4" as a string
+                number = float(value)  # YAML 1.1 reads "5e-4" as a string
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # .nan / .inf: never a meaningful setting, and NaN passes every "< 0" check
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -129,11 +135,25 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
                 # defaults of its type
                 value = deep_merge(to_dict(default), value)
             kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    try:
+        obj = cls(**kwargs)  # runs the dataclass's validate()
+    except ConfigError as e:
+        # name the key in full: StageConfig says "batch_size must be >= 1", the user set match.batch_size
+        raise ConfigError(_full_key(prefix, str(e))) from None
     return obj
+
+
+def _full_key(prefix: str, msg: str) -> str:
+    """`msg` of a section's validate() with its key in full: the part of `prefix` the message does not already
+    start with is put in front ("match" + "batch_size ..." -> "match.batch_size ...", "match.transform" +
+    "transform.scale ..." -> "match.transform.scale ...", "cams" + "cams.scales ..." unchanged)."""
+    if not prefix:
+        return msg
+    parts = prefix.split(".")
+    for i in range(len(parts)):
+        if msg.startswith(".".join(parts[i:]) + ".") or msg.startswith(".".join(parts[i:]) + ":"):
+            return ".".join(parts[:i] + [msg]) if i else msg
+    return f"{prefix}.{msg}"
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -209,9 +229,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _unshared(obj: Any) -> Any:
+    """A copy of nested dicts and lists in which no two places share an object. YAML anchors (``match:
+    *tiny_stage``) make sections one mapping, and `copy.deepcopy` keeps them one: an override of match.epochs
+    would change classify.epochs through it."""
+    if isinstance(obj, dict):
+        return {k: _unshared(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unshared(v) for v in obj]
+    return obj
+
+
 def build_config(cls: type[T], data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Dataclass `cls` from a mapping plus dotted ``key=value`` overrides (each key checked against `cls`)."""
-    data = deep_merge({}, data)
+    data = _unshared(data)
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(data, key, value, schema=cls)
@@ -226,9 +257,16 @@ def read_yaml_mapping(path: str | Any) -> dict[str, Any]:
 
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); save "
+                          "the config as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     return data

@@ -1,0 +1,105 @@
+"""Checkpoints and run-folder files: malformed records are one line, failed writes keep the old file and say why,
+written files follow the umask (issue 12)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import torch
+
+from semples.errors import CheckpointError, OutputError
+from semples.utils.checkpoint_io import (
+    FORMAT,
+    atomic_torch_save,
+    atomic_write_text,
+    read_checkpoint,
+    read_json,
+)
+
+
+def ckpt(**changes):
+    base = {"format": FORMAT, "version": 1, "stage": "classify", "config": {}, "finished": True,
+            "modules": {"mask_generator": {"head.weight": torch.zeros(2, 2)}},
+            "progress": {"epoch": 1, "step_in_epoch": 0, "global_step": 2}}
+    base.update(changes)
+    return base
+
+
+@pytest.mark.parametrize("changes,problem", [
+    ({"modules": [1, 2]}, "'modules' is a list, not a mapping"),
+    ({"modules": {"mask_generator": "weights"}}, "'modules.mask_generator' is a str, not a state dict"),
+    ({"modules": {"mask_generator": {"head.weight": [0.0]}}}, "'modules.mask_generator.head.weight' is a list"),
+    ({"config": "yaml text"}, "'config' is a str, not a mapping"),
+    ({"progress": {"epoch": -1, "step_in_epoch": 0, "global_step": 0}}, "'progress.epoch' is -1, not a count"),
+    ({"classes": "cat"}, "'classes' is not a list of class names"),
+])
+def test_a_malformed_semples_checkpoint_is_one_line(tmp_path, changes, problem):
+    path = tmp_path / "checkpoint.pt"
+    torch.save(ckpt(**changes), path)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: malformed semples checkpoint: {problem}")
+
+
+def test_mapped_reading_gives_the_same_records(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save(ckpt(), path)
+    assert read_checkpoint(path, mmap=True)["progress"] == read_checkpoint(path)["progress"]
+
+
+def test_disk_full_during_a_checkpoint_write_keeps_the_old_one_and_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    atomic_torch_save(ckpt(), path)
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError) as info:
+        atomic_torch_save(ckpt(stage="match"), path)
+    msg = str(info.value)
+    assert msg == f"{path}: cannot write (No space left on device) (the previous file is kept)"
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_torch_c_writer_failures_are_output_errors_too(tmp_path, monkeypatch):
+    def failing_save(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OutputError, match="cannot write .*PytorchStreamWriter failed writing file"):
+        atomic_torch_save({}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_follow_the_umask_not_0600(tmp_path):
+    import semples.utils.checkpoint_io as cio
+
+    old = os.umask(0o022)
+    try:
+        cio._UMASK = None  # read again
+        atomic_write_text(tmp_path / "a.json", "{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o002)
+        cio._UMASK = None
+        atomic_write_text(tmp_path / "b.json", "{}")
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
+        cio._UMASK = None
+
+
+def test_read_json_names_the_file_and_the_problem(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "bad.json").write_text("{nope")
+    (tmp_path / "latin.json").write_bytes(b'{"a": "\xe9"}')
+    for name, problem in (("deep.json", "nested too deeply"), ("bad.json", "is not valid JSON"),
+                          ("latin.json", "is not UTF-8 text"), ("missing.json", "is missing")):
+        with pytest.raises(CheckpointError) as info:
+            read_json(tmp_path / name, "run manifest")
+        assert str(info.value).startswith(f"{tmp_path / name}: ") and problem in str(info.value)
