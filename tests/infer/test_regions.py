@@ -164,3 +164,22 @@ def test_sam_vit_b_random_weights_real_architecture(tmp_path):
     assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
     with pytest.raises(WeightsError, match="does not fit SAM vit_l"):
         build_sam("vit_l", path)
+
+
+def test_sam_variant_auto_reads_the_weights_when_the_file_name_does_not_say(tmp_path):
+    """Issue 12: `auto` with a file name like weights.pth was a traceback; the width of the image encoder tells."""
+    import torch
+
+    for width, variant in ((768, "vit_b"), (1024, "vit_l"), (1280, "vit_h")):
+        state = {"image_encoder.patch_embed.proj.weight": torch.zeros(width, 3, 16, 16)}
+        assert sam_model_type("weights.pth", "auto", state) == variant
+    path = tmp_path / "weights.pth"
+    torch.save(tiny_sam().state_dict(), path)  # a SAM of no official width
+    with pytest.raises(WeightsError) as info:
+        build_sam("auto", path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: not a SAM checkpoint of a known variant (an image encoder "
+                                              "32 wide")
+    torch.save({"model": 1}, path)
+    with pytest.raises(WeightsError, match="no SAM image encoder"):
+        build_sam("auto", path)

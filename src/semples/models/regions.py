@@ -254,18 +254,40 @@ def _segment_anything():
     return segment_anything
 
 
-def sam_model_type(checkpoint: str | Path | None, model_type: str = "auto") -> str:
-    """The SAM variant: `model_type`, or for "auto" the vit_b/vit_l/vit_h named in the checkpoint file name."""
+# width of the image encoder's patch embedding -> variant (the official checkpoints: 768 / 1024 / 1280)
+SAM_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+
+
+def sam_model_type(checkpoint: str | Path | None, model_type: str = "auto", state: dict | None = None) -> str:
+    """The SAM variant: `model_type`, or for "auto" the vit_b/vit_l/vit_h named in the checkpoint file name, else
+    the one the checkpoint's weights have (`state`: the width of its image encoder).
+
+    Raises:
+        ConfigError: an unknown `model_type`, or "auto" with a file name that does not tell and no `state`.
+        WeightsError: `state` is not the state dict of any SAM variant.
+    """
+    from semples.errors import ConfigError, WeightsError
+
     if model_type != "auto":
         if model_type not in SAM_BUILDERS:
-            raise ValueError(f"unknown SAM model type {model_type!r}; valid: {', '.join(SAM_BUILDERS)}")
+            raise ConfigError(f"unknown SAM model type {model_type!r} (pseudo.sam.model_type); valid: auto, "
+                              f"{', '.join(SAM_BUILDERS)}")
         return model_type
     name = Path(checkpoint).name.lower() if checkpoint else ""
     m = re.search(r"vit_?([blh])(?![a-z])", name)
-    if m is None:
-        raise ValueError(f"cannot tell the SAM variant from the file name {name!r}; set the model type "
-                         f"({', '.join(SAM_BUILDERS)})")
-    return f"vit_{m.group(1)}"
+    if m is not None:
+        return f"vit_{m.group(1)}"
+    if state is None:
+        raise ConfigError(f"cannot tell the SAM variant from the file name {name!r}; set pseudo.sam.model_type "
+                          f"({', '.join(SAM_BUILDERS)})")
+    weight = state.get("image_encoder.patch_embed.proj.weight") if isinstance(state, dict) else None
+    variant = SAM_WIDTHS.get(int(weight.shape[0])) if hasattr(weight, "shape") and weight.ndim == 4 else None
+    if variant is None:
+        what = f"an image encoder {int(weight.shape[0])} wide" if hasattr(weight, "shape") else "no SAM image encoder"
+        raise WeightsError(f"{checkpoint}: not a SAM checkpoint of a known variant ({what}; vit_b/l/h are 768/1024/"
+                           f"1280 wide); set pseudo.sam.model_type or hand in an official SAM checkpoint")
+    log.info("%s: SAM variant %s (from its weights; the file name does not say)", checkpoint, variant)
+    return variant
 
 
 def build_sam(model_type: str, checkpoint: str | Path | None, device: str = "cpu", *,
@@ -289,11 +311,20 @@ def build_sam(model_type: str, checkpoint: str | Path | None, device: str = "cpu
                            f"{SAM_CHECKPOINTS_URL}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise WeightsError(f"{checkpoint}: SAM checkpoint file not found (download it from {SAM_CHECKPOINTS_URL})")
+    import torch
+
+    state = None
+    if checkpoint is not None:
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise WeightsError(f"{checkpoint}: cannot read SAM checkpoint ({type(e).__name__}: {e})") from e
+        if not isinstance(state, dict):
+            raise WeightsError(f"{checkpoint}: not a SAM checkpoint (a {type(state).__name__}, not a state dict)")
     if checkpoint is None and model_type == "auto":
         model_type = "vit_b"  # random weights: the smallest variant
     else:
-        model_type = sam_model_type(checkpoint, model_type)
-    import torch
+        model_type = sam_model_type(checkpoint, model_type, state)
 
     _segment_anything()  # a clear error when the package is missing
     import importlib
@@ -301,11 +332,7 @@ def build_sam(model_type: str, checkpoint: str | Path | None, device: str = "cpu
     # the module, not the package's re-exported build_sam function of the same name
     builder = getattr(importlib.import_module("segment_anything.build_sam"), SAM_BUILDERS[model_type])
     model = builder(checkpoint=None)
-    if checkpoint is not None:
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise WeightsError(f"{checkpoint}: cannot read SAM checkpoint ({type(e).__name__}: {e})") from e
+    if state is not None:
         try:
             model.load_state_dict(state)
         except RuntimeError as e:

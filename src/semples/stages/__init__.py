@@ -29,7 +29,7 @@ from semples.config import Config
 from semples.data.base import ClassTable
 from semples.errors import ConfigError
 from semples.models.clip import FrozenCLIP, load_clip
-from semples.models.mask_generators import generator_spec, load_generator
+from semples.models.mask_generators import check_finished, generator_spec, load_generator
 from semples.stages.base import TRAINING_KEYS, BuiltStage, Stage, select_keys
 from semples.stages.classify import ClassifyStage
 from semples.stages.common import load_prompts, new_prompts
@@ -40,6 +40,7 @@ from semples.stages.match import MatchStage
 from semples.stages.prompt import PromptStage
 from semples.stages.refine import RefineStage
 from semples.stages.train_segmenter import SegmentStage
+from semples.utils.checkpoint_io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def needs_clip(name: str, cfg: Config) -> bool:
 
 def build_stage(name: str, cfg: Config, classes: ClassTable, *, generator: str | None = None,
                 prompts: str | None = None, clip: FrozenCLIP | None = None, device: str = "cpu",
-                seeds: str | None = None, dataset=None) -> BuiltStage:
+                seeds: str | None = None, dataset=None, allow_unfinished: bool = False) -> BuiltStage:
     """Assembles stage `name` (`STAGES[name].from_config`), loading the frozen CLIP first when it needs one.
 
     Args:
@@ -89,13 +90,18 @@ def build_stage(name: str, cfg: Config, classes: ClassTable, *, generator: str |
         device: where to load CLIP when it is not given.
         seeds: fma-segment: folder of coarse seeds (default ``fma.seeds_dir``).
         dataset: fma-segment: the training split the seeds belong to (wrapped with the seeds).
+        allow_unfinished: accept `generator` / `prompts` checkpoints of unfinished runs (refused otherwise).
 
     Raises:
         ConfigError: unknown stage, or an input it needs is missing (the message says what to pass).
+        CheckpointError: an input checkpoint is unreadable, or of an unfinished run (unless `allow_unfinished`).
     """
     cls = stage_class(name)
     cfg = cls.configure(cfg)
     cls.validate_inputs(cfg, generator=generator, prompts=prompts, seeds=seeds)
+    for what, source in (("mask generator", generator), ("prompts", prompts)):
+        if source is not None:  # a look at the records only (mapped, not read); the stage reads the weights
+            check_finished(read_checkpoint(source, mmap=True), what, allow_unfinished)
     if clip is None and needs_clip(name, cfg):
         clip = load_clip(cfg.clip, device)
     return cls.from_config(cfg, classes, generator=generator, prompts=prompts, clip=clip, seeds=seeds,

@@ -9,19 +9,29 @@ from semples.config import Config
 from semples.data.base import ClassTable
 from semples.errors import CheckpointError, ConfigError
 from semples.models.clip import FrozenCLIP, PromptTextEncoder
-from semples.models.mask_generators import MaskGenerator, checkpoint_record, generator_context, load_generator
+from semples.models.mask_generators import (
+    MaskGenerator,
+    check_class_names,
+    checkpoint_record,
+    generator_context,
+    load_generator,
+)
 from semples.utils.checkpoint_io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def load_prompts(source: str, clip: FrozenCLIP, num_classes: int) -> tuple[PromptTextEncoder, dict]:
-    """Learned prompts from a prompt (or joint) run folder/checkpoint, with the template they were trained in."""
+def load_prompts(source: str, clip: FrozenCLIP, num_classes: int, class_names=None) -> tuple[PromptTextEncoder, dict]:
+    """Learned prompts from a prompt (or joint) run folder/checkpoint, with the template they were trained in.
+
+    `class_names` (the dataset's) are compared with those the checkpoint records (`check_class_names`).
+    """
     ckpt = read_checkpoint(source)
     state = ckpt.get("modules", {}).get("prompts")
     if state is None:
         raise CheckpointError(f"{ckpt['path']}: a {ckpt.get('stage')} checkpoint holds no learned prompts "
                               "(hand in the run folder of stage prompt)")
+    check_class_names(ckpt, class_names)
     vectors = state["prompts"]
     if vectors.shape[0] != num_classes or vectors.shape[2] != clip.token_width:
         raise CheckpointError(f"{ckpt['path']}: prompts of shape {tuple(vectors.shape)} do not fit {num_classes} "
@@ -49,7 +59,9 @@ def start_generator(cfg: Config, classes: ClassTable, source: str | None, clip: 
     Returns:
         (generator, its input record for the manifest: path + sha256, or the fresh config).
     """
-    return load_generator(source, cfg.generator, len(classes), context=generator_context(cfg, classes, clip))
+    # an unfinished source was refused, or accepted on request, by `semples.stages.build_stage`
+    return load_generator(source, cfg.generator, len(classes), context=generator_context(cfg, classes, clip),
+                          class_names=classes.names, allow_unfinished=True)
 
 
 def clip_stage_kwargs(cfg: Config, name: str) -> dict:

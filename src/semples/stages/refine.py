@@ -53,7 +53,7 @@ class RefineStage(ClipStage):
         names = list(classes.prompt_names)
         control = cfg.prompts.refine_with
         if control == "learned":
-            learned, inputs["prompts"] = load_prompts(prompts, clip, len(classes))
+            learned, inputs["prompts"] = load_prompts(prompts, clip, len(classes), classes.names)
             features = None
         else:
             learned = None

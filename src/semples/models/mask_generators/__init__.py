@@ -89,8 +89,45 @@ def checkpoint_record(ckpt: dict) -> dict:
             "finished": ckpt.get("finished")}
 
 
-def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext | None = None
-                   ) -> tuple[MaskGenerator, dict]:
+def check_finished(ckpt: dict, what: str, allow_unfinished: bool = False) -> None:
+    """Raises `CheckpointError` when `ckpt` (a read checkpoint) is of an unfinished run, unless `allow_unfinished`.
+
+    An unfinished run's weights are a snapshot mid-training; using them as a step's input is a choice to make
+    explicitly (``--allow-unfinished``), never by accident.
+    """
+    if ckpt.get("finished", True) or allow_unfinished:
+        return
+    progress = ckpt.get("progress") or {}
+    epochs = (ckpt.get("config") or {}).get(str(ckpt.get("stage", "")).replace("-", "_"), {}).get("epochs", "?")
+    raise CheckpointError(f"{ckpt['path']}: the {what} is of an unfinished {ckpt.get('stage')} run (epoch "
+                          f"{progress.get('epoch', '?')} of {epochs}, step {progress.get('global_step', '?')}); "
+                          f"finish it (semples train ... --resume), or pass --allow-unfinished to use it as it is")
+
+
+def check_class_names(ckpt: dict, class_names) -> None:
+    """Raises `CheckpointError` when the checkpoint records other class names than the dataset's (`class_names`).
+
+    Checkpoints written before the names were recorded are checked on the class count only (by the caller).
+    """
+    saved = ckpt.get("classes")
+    if saved is None or class_names is None:
+        return
+    saved, names = [str(n) for n in saved], [str(n) for n in class_names]
+    if saved != names:
+        if sorted(saved) == sorted(names):
+            detail = "the same names in another order"
+        else:
+            only_ckpt = [n for n in saved if n not in names]
+            only_data = [n for n in names if n not in saved]
+            detail = (f"only in the checkpoint: {', '.join(only_ckpt[:5]) or 'none'}; only in the dataset: "
+                      f"{', '.join(only_data[:5]) or 'none'}")
+        raise CheckpointError(f"{ckpt['path']}: trained for classes {', '.join(saved[:8])}"
+                              f"{' …' if len(saved) > 8 else ''} ({len(saved)}), the dataset has "
+                              f"{', '.join(names[:8])}{' …' if len(names) > 8 else ''} ({len(names)}): {detail}")
+
+
+def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext | None = None, *,
+                   class_names=None, allow_unfinished: bool = False) -> tuple[MaskGenerator, dict]:
     """The mask generator S: fresh from `gen_cfg` when `source` is None, else from a run folder or checkpoint.
 
     A loaded S keeps the architecture it was trained with (its family's `GeneratorSpec.arch_fields` from the
@@ -99,18 +136,30 @@ def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext 
     builder (see `generator_context`); a CLIP Grad-CAM checkpoint loaded without one brings up the CLIP its config
     names.
 
+    Args:
+        class_names: the dataset's class names, compared with those the checkpoint records (older checkpoints
+            record none: then only the class count is compared).
+        allow_unfinished: accept the checkpoint of an unfinished run.
+
     Returns:
-        (generator, record) — record describes the source for manifests.
+        (generator, record) — record describes the source for manifests (a fresh S: its config and, when a
+        backbone file was loaded, what loaded from it).
 
     Raises:
-        CheckpointError: missing/unreadable checkpoint, no generator in it, or a class-count mismatch.
+        CheckpointError: missing/unreadable checkpoint, no generator in it, an unfinished run, other classes.
     """
     if source is None:
-        return build_generator(gen_cfg, num_classes, context=context), {"fresh": dataclasses.asdict(gen_cfg)}
+        generator = build_generator(gen_cfg, num_classes, context=context)
+        record = {"fresh": dataclasses.asdict(gen_cfg)}
+        if getattr(generator, "backbone_weights", None):
+            record["backbone_weights"] = generator.backbone_weights
+        return generator, record
     ckpt = read_checkpoint(source)
     state = ckpt.get("modules", {}).get("mask_generator")
     if state is None:
         raise CheckpointError(f"{ckpt['path']}: a {ckpt.get('stage')} checkpoint holds no mask generator")
+    check_finished(ckpt, "mask generator", allow_unfinished)
+    check_class_names(ckpt, class_names)
     saved = ckpt.get("config", {}).get("generator", {})
     merged = dataclasses.asdict(gen_cfg)
     spec = generator_spec(saved.get("name", gen_cfg.name))
@@ -140,5 +189,5 @@ def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext 
 
 
 __all__ = ["GENERATORS", "ClipGradCAM", "GeneratorContext", "GeneratorOutput", "GeneratorSpec", "MaskGenerator",
-           "ResNetCAM", "WeakTrViT", "build_generator", "checkpoint_record", "generator_context", "generator_spec",
-           "load_generator", "run_generator"]
+           "ResNetCAM", "WeakTrViT", "build_generator", "check_class_names", "check_finished", "checkpoint_record",
+           "generator_context", "generator_spec", "load_generator", "run_generator"]

@@ -68,7 +68,9 @@ def build_resnet_cam(cfg, num_classes: int, quiet: bool = False,
     kwargs = {"output_stride": 16, **dict(cfg.backbone_kwargs), "global_pool": ""}
     backbone = create_timm_vit(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.backbone_checkpoint,
                                drop_path=cfg.drop_path, kwargs=kwargs, quiet=quiet)
-    return ResNetCAM(num_classes, backbone, stride=int(kwargs["output_stride"]))
+    generator = ResNetCAM(num_classes, backbone, stride=int(kwargs["output_stride"]))
+    generator.backbone_weights = backbone.weights_record  # what a backbone file loaded (the manifest keeps it)
+    return generator
 
 
 __all__ = ["ResNetCAM", "build_resnet_cam"]

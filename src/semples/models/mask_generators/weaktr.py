@@ -15,47 +15,26 @@ no_grad, which is what the SemPLeS stages do by default.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from semples.errors import WeightsError
 from semples.models.mask_generators.base import GeneratorOutput, MaskGenerator
-
-log = logging.getLogger(__name__)
+from semples.models.weights import create_timm_model
 
 
 def create_timm_vit(backbone: str, *, pretrained: bool, checkpoint: str | None, drop_path: float,
                     kwargs: dict | None = None, quiet: bool = False) -> nn.Module:
-    """A timm ViT by name: ImageNet weights by name, from an explicit file, or random.
+    """A timm backbone of a mask generator (``num_classes=0``): ImageNet weights by name, an explicit file (loaded
+    strictly, whatever its wrapper and key prefix: `semples.models.weights`), or random with a warning.
 
     Raises:
         WeightsError: the weights cannot be found (offline) or do not fit; the message says what to pass.
     """
-    import timm
-
-    kwargs = dict(kwargs or {})
-    try:
-        if checkpoint:
-            model = timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay={"file": checkpoint},
-                                      num_classes=0, drop_path_rate=drop_path, **kwargs)
-        else:
-            model = timm.create_model(backbone, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path,
-                                      **kwargs)
-    except (RuntimeError, OSError, ValueError) as e:
-        if checkpoint:
-            raise WeightsError(f"{checkpoint}: cannot load as {backbone} weights ({e})") from e
-        if pretrained:
-            raise WeightsError(
-                f"could not get ImageNet weights for {backbone} ({type(e).__name__}); offline machines must pass "
-                f"generator.backbone_checkpoint=/path/to/{backbone}.pth, or generator.pretrained=false to start "
-                "from random weights") from e
-        raise WeightsError(f"cannot build timm model {backbone!r} with {kwargs}: {e}") from e
-    if not (pretrained or checkpoint or quiet):
-        log.warning("mask generator backbone %s has RANDOM weights (generator.pretrained=false)", backbone)
-    return model
+    return create_timm_model(backbone, pretrained=pretrained, checkpoint=checkpoint, config_key="generator",
+                             what="mask generator backbone", quiet=quiet, num_classes=0, drop_path_rate=drop_path,
+                             **dict(kwargs or {}))
 
 
 class AttentionFusion(nn.Module):
@@ -214,4 +193,6 @@ def build_weaktr(cfg, num_classes: int, quiet: bool = False, context=None) -> We
     """A `WeakTrViT` from a `GeneratorConfig` (`context` is not needed)."""
     vit = create_timm_vit(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.backbone_checkpoint,
                           drop_path=cfg.drop_path, kwargs=cfg.backbone_kwargs, quiet=quiet)
-    return WeakTrViT(num_classes, vit, cfg.attention_reduction, cfg.attention_pool, cfg.mask_source)
+    generator = WeakTrViT(num_classes, vit, cfg.attention_reduction, cfg.attention_pool, cfg.mask_source)
+    generator.backbone_weights = vit.weights_record  # what a backbone file loaded (the manifest keeps it)
+    return generator
