@@ -233,3 +233,75 @@ def test_rng_state_round_trips():
     set_rng_state(state)
     assert torch.equal(torch.rand(3), a)
     assert set(state) <= {"torch", "cuda"}
+
+
+def _train_cli(out, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "semples", "train", "--stage", "classify", "--config", "tiny",
+                             "--set", f"output_dir={out}", "--set", "classify.epochs=10", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("second", [[], ["--resume"], ["--force", "--set", "classify.lr=0.005"]],
+                         ids=["same", "resume", "force-other-lr"])
+def test_two_processes_training_into_one_folder_exactly_one_trains(tmp_path, second):
+    """Issue 12, item 3: a second `semples train` (plain, --resume, or --force with another lr) into a folder that
+    another one is training into. The first is paused (SIGSTOP) while it holds the lock, so the second surely
+    meets it; then the first goes on and finishes alone."""
+    import os
+    import signal
+    import time
+
+    from semples.utils.locks import holder_info
+
+    run = tmp_path / "tiny" / "classify"
+    first = _train_cli(tmp_path)
+    try:
+        while holder_info(run).get("pid") != first.pid:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGSTOP)
+        other = _train_cli(tmp_path, *second)
+        out, err = other.communicate(timeout=600)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    first_out, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0 and "classify: finished (20 steps)" in first_out, first_err
+    assert other.returncode == 1 and "finished" not in out
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"semples train: error: {run}: process {first.pid}")
+    assert "is writing into this run folder" in last
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r.get("type") != "epoch"]
+    assert steps == sorted(set(steps)) and steps[-1] == 20  # one run's records, in order, none doubled
+    ckpt = read_checkpoint(run)
+    assert ckpt["finished"] and ckpt["config"]["classify"]["lr"] == 1e-3  # the first run's, not the second's
+
+
+def test_a_locked_run_folder_stops_the_second_trainer_before_it_writes(tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    from semples.cli import main
+
+    run, ready = tmp_path / "tiny" / "classify", tmp_path / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from semples.utils.locks import FolderLock; FolderLock(sys.argv[1]).acquire(); "
+                               "Path(sys.argv[2]).touch(); time.sleep(300)", str(run), str(ready)])
+    try:
+        while not ready.exists():
+            assert holder.poll() is None
+            time.sleep(0.05)
+        args = ["train", "--stage", "classify", "--config", "tiny", "--set", f"output_dir={tmp_path}"]
+        assert main([*args, "--resume"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{run}: process {holder.pid}" in err
+        assert sorted(p.name for p in run.iterdir()) == [".semples.lock"]  # nothing read, nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(args) == 0  # the holder is gone (killed): its lock went with it
+    assert read_checkpoint(run)["finished"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,32 @@ def cpu_supports_bf16() -> bool:
         return bool(probe()) if probe is not None else False
     except Exception:
         return False
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(device: str) -> None:
+    """Raises `ConfigError` when the ``device`` setting names a device this machine does not have.
+
+    Without it, ``device: cuda`` on a machine without CUDA would train on the CPU without a word (accelerate
+    falls back), and a run meant for a GPU would silently take days.
+    """
+    from semples.errors import ConfigError
+
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        raise ConfigError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ConfigError(f"device={device}: no CUDA device is available on this machine (torch "
+                              f"{torch.__version__}, {built}); use device=cpu, or device=auto to take a GPU when "
+                              "there is one")
+        if ":" in device and int(device.split(":", 1)[1]) >= torch.cuda.device_count():
+            raise ConfigError(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps: MPS (Apple GPU) is not available on this machine; use device=cpu or auto")
 
 
 def _wants_cpu(device: str) -> bool:
@@ -55,7 +82,11 @@ def resolve_device(device: str) -> torch.device:
     """A ``device`` setting as a torch device for one process: "auto" = cuda, else mps, else cpu.
 
     Processes launched by accelerate/torchrun get their own GPU through `ProcessState` instead.
+
+    Raises:
+        ConfigError: the device does not exist here (`check_device`).
     """
+    check_device(device)
     if device == "auto":
         return torch.device(device_kind(device))
     return torch.device(device)
@@ -129,6 +160,7 @@ def process_state(device: str = "auto") -> ProcessState:
     """
     from accelerate import PartialState
 
+    check_device(device)
     state = PartialState(cpu=_wants_cpu(device))
     dev = state.device
     if device.startswith("cuda:") and state.num_processes == 1:
@@ -147,6 +179,7 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "auto", determ
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    check_device(device)
     cpu = _wants_cpu(device)
     if device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
         torch.cuda.set_device(int(device.split(":", 1)[1]))
@@ -167,5 +200,5 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "auto", determ
     return acc
 
 
-__all__ = ["PRECISIONS", "ProcessState", "autocast_dtype", "autocast_factory", "cpu_supports_bf16", "device_kind",
-           "make_accelerator", "process_state", "resolve_device", "resolve_precision"]
+__all__ = ["PRECISIONS", "ProcessState", "autocast_dtype", "autocast_factory", "check_device", "cpu_supports_bf16",
+           "device_kind", "make_accelerator", "process_state", "resolve_device", "resolve_precision"]

@@ -43,6 +43,7 @@ from semples.utils.checkpoint_io import (
     atomic_write_text,
     read_checkpoint,
 )
+from semples.utils.locks import FolderLock, remove_orphan_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,13 @@ def _git_commit() -> str | None:
 def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage_cfg, *, run_dir: str | Path,
                 accelerator, seed: int = 0, num_workers: int = 0, log_every: int = 10,
                 config_dict: dict | None = None, config_yaml: str | None = None, inputs: dict | None = None,
-                resume: bool = False, force: bool = False) -> StageResult:
+                resume: bool = False, force: bool = False, classes: list[str] | None = None) -> StageResult:
     """Trains `stage` on `dataset` and writes `run_dir/{config.yaml, manifest.json, metrics.jsonl, checkpoint.pt}`.
+
+    The main process holds the run folder's lock (`semples.utils.locks.FolderLock`) from the first look at its
+    checkpoint to the last write: a second process training into the same folder (another stage, ``--resume``,
+    ``--force`` with other settings) stops with a `RunLockError` naming the folder and the holder, before it reads
+    or writes anything. Temp files of writes a killed run left behind are removed first.
 
     Args:
         stage: a `semples.stages.Stage` (any nn.Module whose forward(batch) returns a dict with "loss").
@@ -146,6 +152,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
         inputs: what the stage was built from (checkpoint paths and hashes), for the manifest.
         resume: continue an unfinished checkpoint in `run_dir`.
         force: start over even if `run_dir` holds a checkpoint.
+        classes: the dataset's class names, recorded in the checkpoint (the next stage compares them with its
+            dataset's) and compared on reuse.
 
     Returns:
         A `StageResult`. A finished run folder is skipped (status "skipped") unless `force`.
@@ -153,8 +161,21 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     Raises:
         CheckpointError: `run_dir` holds an unfinished checkpoint and neither `resume` nor `force` is set, or the
             config changed since the checkpoint was written.
+        RunLockError: another process is training into `run_dir`.
     """
     run_dir = Path(run_dir)
+    main = accelerator.is_main_process
+    with FolderLock(run_dir, "run folder", enabled=main):
+        if main:
+            remove_orphan_temp_files(run_dir)
+        return _train_locked(stage, dataset, stage_cfg, run_dir=run_dir, accelerator=accelerator, seed=seed,
+                             num_workers=num_workers, log_every=log_every, config_dict=config_dict,
+                             config_yaml=config_yaml, inputs=inputs, resume=resume, force=force, classes=classes)
+
+
+def _train_locked(stage, dataset, stage_cfg, *, run_dir: Path, accelerator, seed: int, num_workers: int,
+                  log_every: int, config_dict: dict | None, config_yaml: str | None, inputs: dict | None,
+                  resume: bool, force: bool, classes: list[str] | None) -> StageResult:
     ckpt_path = run_dir / CHECKPOINT_NAME
     acc = accelerator
     main = acc.is_main_process
@@ -165,6 +186,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     if ckpt_path.exists() and not force:
         state = read_checkpoint(ckpt_path)
         diff = reuse_differences(state, config_dict, inputs)
+        if state.get("classes") is not None and classes is not None and list(state["classes"]) != list(classes):
+            diff.append(f"classes: {', '.join(state['classes'])} -> {', '.join(classes)}")
         if state.get("finished"):
             if diff:
                 raise reuse_error(f"{ckpt_path} (finished)", diff, "choose another --run-dir (or experiment)")
@@ -219,7 +242,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     describe = raw.describe() if hasattr(raw, "describe") else {}
     manifest = {
         "stage": name, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "inputs": inputs or {}, **describe, "processes": world, "device": str(acc.device),
+        "inputs": inputs or {}, **describe, **({"classes": list(classes)} if classes is not None else {}),
+        "processes": world, "device": str(acc.device),
         "mixed_precision": acc.mixed_precision, "seed": seed, "epochs": stage_cfg.epochs,
         "steps_per_epoch": steps_per_epoch, "global_batch": global_batch, "micro_batch": micro,
         "grad_accum": stage_cfg.grad_accum, "effective_lr": base_lr, "dataset_size": len(dataset),
@@ -244,7 +268,7 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
                 "modules": split_state(raw), "optimizer": optimizer.state_dict(), "progress": dict(progress),
                 "finished": finished, "rng": rng_state(), "last_losses": last_losses,
                 "inputs": inputs or {}, "frozen": describe.get("frozen", {}), "processes": world,
-                "reuse_version": REUSE_VERSION,
+                "reuse_version": REUSE_VERSION, **({"classes": list(classes)} if classes is not None else {}),
             }, ckpt_path)
         acc.wait_for_everyone()
 
