@@ -248,3 +248,69 @@ def test_without_skip_bad_training_stops_with_the_message(tmp_path, gen):
     assert not isinstance(ds, SkipBadItems) and bad_items_report(ds) == []
     one_line_error(lambda: TransformedDataset(ds, EvalTransform())[1], "i1.jpg", "not an image file")
     assert find_bad_items(ds) == {1: [f"{root / 'images' / 'i1.jpg'}: not an image file (unrecognised format)"]}
+
+
+# ------------------------------------------------------------------------------------------ issue 12 cases
+def _png_header_only(path, width, height):
+    """A PNG whose header says width x height (no pixel data: nothing decodes it before the size check)."""
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_144_megapixel_png_is_refused_on_every_thread(tmp_path, gen):
+    """Issue 12, item 4: between 1x and 2x PIL's bound PIL only warns; the refusal no longer depends on
+    warnings.catch_warnings, which is not thread-safe."""
+    from semples.data.check import check_split
+
+    root = folder(tmp_path, gen, n=6, masks=False)
+    _png_header_only(root / "images" / "i3.jpg", 12000, 12000)  # 144 Mpx: PIL only warns
+    one_line_error(lambda: read_image(root / "images" / "i3.jpg"), "i3.jpg", "image too large to decode safely",
+                   "144,000,000 pixels")
+    cfg = DataConfig(dataset="folder", root=str(root))
+    for decode in (True, False, True, False):  # threads, with and without decoding
+        report, _ = check_split(cfg, "all", decode=decode, workers=4, progress=False)
+        assert report.bad == 1 and "image too large to decode safely" in report.problems[0]
+
+
+def test_two_images_with_one_id_are_an_error_not_one_merged_item(tmp_path, gen):
+    """Issue 12, item 5: a.jpg and a.png share the id "a" (masks, CAMs, pseudo masks are named by id)."""
+    root = folder(tmp_path, gen, masks=False)
+    gen.random_image(30, 20, seed=9).save(root / "images" / "i1.png")
+    (root / "labels.csv").write_text("i0.jpg,cat\ni1.jpg,dog\ni1.png,cat\ni2.jpg,cat\n")
+    msg = one_line_error(lambda: FolderDataset(root), "labels.csv:2", "'i1.jpg' and 'i1.png'", "share the id 'i1'")
+    assert "labels.csv:3" in msg
+    ds = FolderDataset(root, skip_bad=True)
+    assert ds.ids == ["i0", "i2"] and len(ds.bad_entries) == 1
+    (root / "labels.csv").write_text("i0,cat\ni1,dog\ni2,cat\n")  # without extensions: "i1" names neither
+    one_line_error(lambda: FolderDataset(root), "labels.csv:2", "image 'i1' could be any of i1.jpg, i1.png")
+
+
+def test_a_relative_root_with_a_classes_file_is_joined_once(tmp_path, gen, monkeypatch):
+    root = folder(tmp_path / "data" / "mine", gen)
+    (root / "classes.txt").write_text("dog\ncat\n")  # another order than the labels' sorted set
+    monkeypatch.chdir(tmp_path)
+    ds = FolderDataset("data/mine")
+    assert ds.classes.names == ("dog", "cat") and ds.labels(0).tolist() == [0, 1]
+
+
+def test_the_unknown_class_error_names_the_row_that_named_it(tmp_path, gen):
+    root = folder(tmp_path, gen)
+    (root / "labels.csv").write_text("image,labels\ni0.jpg,cat\ni1.jpg,dog\ni2.jpg,cat\ni1.jpg,zebra\n")
+    one_line_error(lambda: FolderDataset(root).labels(1), "labels.csv:5", "unknown class 'zebra'")
+
+
+def test_a_csv_field_over_the_csv_limit_is_one_line(tmp_path, gen):
+    root = folder(tmp_path, gen)
+    (root / "labels.csv").write_text("i0.jpg,cat\ni1.jpg," + "d" * 200_000 + "\ni2.jpg,cat\n")
+    one_line_error(lambda: FolderDataset(root), "labels.csv:2", "malformed CSV row", "field larger than field limit")
+
+
+def test_json_nested_thousands_deep_is_one_line(tmp_path, gen):
+    root = folder(tmp_path, gen)
+    (root / "labels.csv").unlink()
+    (root / "labels.json").write_text("[" * 100_000 + "]" * 100_000)
+    one_line_error(lambda: FolderDataset(root), "labels.json", "nested too deeply")

@@ -158,3 +158,26 @@ def test_missing_pycocotools_is_a_clear_error(tmp_path, gen, monkeypatch):
     monkeypatch.setitem(sys.modules, "pycocotools", None)
     with pytest.raises(DataError, match="COCO needs pycocotools: pip install pycocotools"):
         ds[0]
+
+
+def test_an_image_entry_without_width_or_with_a_bad_id_is_one_line(tmp_path, gen):
+    """Issue 12: a COCO image entry without `width` (or otherwise malformed) names the file and the entry."""
+    _two_boxes(gen, tmp_path)
+    path = tmp_path / "annotations" / "instances_train2014.json"
+    data = json.loads(path.read_text())
+    del data["images"][1]["width"]
+    data["images"].append("not an object")
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as info:
+        COCODataset(tmp_path, "train2014")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: images[1] (id 8): has no 'width'") and "1 more" in msg
+    ds = COCODataset(tmp_path, "train2014", skip_bad=True)
+    assert ds.ids == ["COCO_train2014_000000000007"] and len(ds.bad_entries) == 2
+    data["images"] = "nope"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="not a COCO instances file"):
+        COCODataset(tmp_path, "train2014")
+    path.write_text('{"a":' * 50_000 + "1" + "}" * 50_000)
+    with pytest.raises(DataError, match=r"instances_train2014\.json: annotation file is nested too deeply"):
+        COCODataset(tmp_path, "train2014")

@@ -69,8 +69,8 @@ class JsonCache:
             return json.loads(p.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
-            log.debug("ignoring unreadable cache file %s (%s)", p, e)
+        except (OSError, ValueError, RecursionError) as e:
+            log.debug("ignoring unreadable cache file %s (%s)", p, type(e).__name__)
             return None
 
     def put(self, key: str, value: Any) -> None:

@@ -28,8 +28,8 @@ val2014 40,137; the number left out is reported.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from semples.data.classes import (
 )
 from semples.data.file_dataset import FileDataset, parse_options, resolve_path
 from semples.data.io import labels_from_mask, read_id_list, read_mask, safe_relative_path, write_mask_png
+from semples.utils.checkpoint_io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,23 @@ def resolve_split(root: Path, split: str, year: object) -> str:
         if (root / "annotations" / f"instances_{split}{y}.json").is_file():
             return f"{split}{y}"
     return f"{split}2014"
+
+
+def _image_entry_problem(img: Any) -> str | None:
+    """What is wrong with one entry of a COCO file's ``images`` list (None: nothing)."""
+    if not isinstance(img, dict):
+        return f"is a {type(img).__name__}, not an object"
+    missing = [k for k in ("id", "file_name", "width", "height") if k not in img]
+    if missing:
+        return f"has no {', '.join(repr(k) for k in missing)}"
+    if not isinstance(img["id"], int) or isinstance(img["id"], bool):
+        return f"id {img['id']!r} is not an integer"
+    for key in ("width", "height"):
+        value = img[key]
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value != int(value) or value < 1):
+            return f"{key} {value!r} is not a positive whole number"
+    return None
 
 
 def annotation_to_binary(mask_utils: Any, ann: dict, height: int, width: int) -> np.ndarray:
@@ -240,17 +258,18 @@ class COCODataset(FileDataset):
 
     def _read_json(self) -> dict:
         log.info("coco: reading %s", self.annotation_file)
-        try:
-            with open(self.annotation_file, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{self.annotation_file}: not valid JSON ({e})") from None
-        except OSError as e:
-            raise DataError(f"{self.annotation_file}: cannot read ({e.strerror or e})") from None
+        data = read_json(self.annotation_file, "annotation file", DataError)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
                 or not isinstance(data.get("annotations"), list):
             raise DataError(f"{self.annotation_file}: not a COCO instances file (needs 'images' and 'annotations')")
-        for cat in data.get("categories", []):
+        bad = next((n for n, a in enumerate(data["annotations"]) if not isinstance(a, dict)), None)
+        if bad is not None:
+            raise DataError(f"{self.annotation_file}: annotations[{bad}] is a "
+                            f"{type(data['annotations'][bad]).__name__}, not an object")
+        categories = data.get("categories", [])
+        if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
+            raise DataError(f"{self.annotation_file}: 'categories' is not a list of objects")
+        for cat in categories:
             cid, name = cat.get("id"), cat.get("name")
             if _OFFICIAL_NAMES.get(cid) != name:
                 expected = _OFFICIAL_NAMES.get(cid, "no category")
@@ -281,7 +300,15 @@ class COCODataset(FileDataset):
         self._anns = anns
         images, bad, warnings = [], [], []
         known_ids = set()
-        for img in sorted(data["images"], key=lambda r: r.get("id", 0)):
+        entries = []
+        for n, img in enumerate(data["images"]):
+            problem = _image_entry_problem(img)
+            if problem is None:
+                entries.append(img)
+                continue
+            which = f"images[{n}] (id {img['id']!r})" if isinstance(img, dict) and "id" in img else f"images[{n}]"
+            bad.append(f"{self.annotation_file}: {which}: {problem}")
+        for img in sorted(entries, key=lambda r: r["id"]):
             file_name = safe_relative_path(str(img.get("file_name", "")))
             if file_name is None:
                 bad.append(f"{self.annotation_file}: image id {img.get('id')} has file_name "

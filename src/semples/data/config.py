@@ -43,3 +43,10 @@ class DataConfig:
     skip_bad: bool = False  # skip unreadable items (reported at the end) instead of stopping at the first
     options: dict[str, str | int | float | bool | list[str] | None] = field(default_factory=dict)  # reader extras
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # the synthetic world (dataset: synthetic)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0 (0: read in the main process), got {self.num_workers}")

@@ -104,15 +104,21 @@ class FolderDataset(FileDataset):
         self.has_masks = self.mask_dir is not None
         self.labels_file = _labels_file(self.root, self.opts)
 
+        self._ambiguous: dict[str, list[str]] = {}  # id -> image files that share it (a.jpg, a.png)
         files = self._index_images()
         entries = read_labels_file(self.labels_file)
         bad: list[str] = []
         missing: dict[str, str] = {}
         labelled: dict[str, tuple[str, object]] = {}  # id -> (relative image path, entry)
+        clashes: dict[str, list[str]] = {}  # id -> the image files that share it
         for key, entry in entries.items():
             rel = safe_relative_path(key)
             if rel is None:
                 bad.append(f"{entry.where}: image {key!r} leaves the image folder")
+                continue
+            if rel in self._ambiguous:
+                bad.append(f"{entry.where}: image {key!r} could be any of {', '.join(self._ambiguous[rel])}; name it "
+                           "with its extension (and rename one: they share an id)")
                 continue
             found = files.get(rel) or files.get(strip_image_extension(rel))
             if found is None:  # kept as an item that fails when read: "image file is missing"
@@ -120,17 +126,32 @@ class FolderDataset(FileDataset):
                 missing[strip_image_extension(rel)] = f"{self.image_dir / rel}: image file is missing " \
                                                       f"(listed in {entry.where})"
             item_id = strip_image_extension(found)
+            if item_id in clashes:
+                bad.append(f"{entry.where}: image {found!r} shares the id {item_id!r} with "
+                           f"{', '.join(repr(f) for f in clashes[item_id])}; rename one of them")
+                continue
+            if item_id in labelled and labelled[item_id][0] != found:
+                # two files, one id: masks, CAMs and pseudo masks are named by id, so they would be one item
+                first, first_entry = labelled.pop(item_id)
+                clashes[item_id] = [first, found]
+                bad.append(f"{first_entry.where}: images {first!r} and {found!r} (listed at {entry.where}) share the "
+                           f"id {item_id!r} (masks, CAMs and pseudo masks are named by id); rename one of them")
+                continue
             if item_id in labelled:
-                self.warnings.append(f"{entry.where}: image {key!r} is listed again (as "
-                                     f"{labelled[item_id][1].where}); labels merged")
-                labelled[item_id][1].names.extend(n for n in entry.names if n not in labelled[item_id][1].names)
+                previous = labelled[item_id][1]
+                self.warnings.append(f"{entry.where}: image {key!r} is listed again (as {previous.where}); labels "
+                                     "merged")
+                for n in entry.names:
+                    if n not in previous.names:
+                        previous.names.append(n)
+                        previous.name_where[n] = entry.where_of(n)
                 continue
             labelled[item_id] = (found, entry)
         self.classes = self._class_table(entries, prompt_names)
 
         ids = self._split_ids(labelled, bad)
         self._handle_bad_entries(bad, skip_bad, f"folder {self.root}")
-        unlabelled = sorted(set(strip_image_extension(f) for f in files.values()) - set(labelled))
+        unlabelled = sorted(set(strip_image_extension(f) for f in files.values()) - set(labelled) - set(clashes))
         if unlabelled:
             self.warnings.append(f"{self.image_dir}: {len(unlabelled)} images have no entry in {self.labels_file.name} "
                                  f"and are not used (e.g. {unlabelled[0]})")
@@ -147,7 +168,8 @@ class FolderDataset(FileDataset):
                 continue
             unknown = [n for n in entry.names if normalise_class_name(n) not in match]
             if unknown:
-                errors[i] = (f"{entry.where}: unknown class {unknown[0]!r} for image {i!r}; valid classes are: "
+                errors[i] = (f"{entry.where_of(unknown[0])}: unknown class {unknown[0]!r} for image {i!r}; valid "
+                             f"classes are: "
                              f"{', '.join(self.classes.names)}")
                 continue
             vec = np.zeros(k, dtype=np.float32)
@@ -171,17 +193,20 @@ class FolderDataset(FileDataset):
                     continue
                 rel = str(rel_dir / name) if str(rel_dir) != "." else name
                 out.setdefault(rel, rel)
-                out.setdefault(strip_image_extension(rel), rel)
+                stem = strip_image_extension(rel)
+                if stem in out and out[stem] != rel:  # a.jpg and a.png: "a" names neither
+                    self._ambiguous.setdefault(stem, [out[stem]]).append(rel)
+                out.setdefault(stem, rel)
         return out
 
     def _class_table(self, entries: dict, prompt_names: str):
         given = self.opts["classes"]
-        if given is None and (self.root / "classes.txt").is_file():
-            given = str(self.root / "classes.txt")
         if isinstance(given, list):
             names = [str(n).strip() for n in given if str(n).strip()]
-        elif given is not None:
-            path = resolve_path(str(given), self.root)
+        elif given is not None or (self.root / "classes.txt").is_file():
+            # the default file is already under the root: resolving it against the root again would join a
+            # relative root twice (data/x -> data/x/data/x/classes.txt)
+            path = resolve_path(str(given), self.root) if given is not None else self.root / "classes.txt"
             try:
                 names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
             except OSError as e:

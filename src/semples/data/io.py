@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import os
-import tempfile
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from semples.data.base import IGNORE_INDEX, DataError
+from semples.utils.checkpoint_io import atomic_write_bytes, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +59,28 @@ _PALETTE_LOOKUP = {int(r) << 16 | int(g) << 8 | int(b): i for i, (r, g, b) in en
 
 
 # --------------------------------------------------------------------------------------------------- images
+def check_pixel_count(path: Path, size: tuple[int, int]) -> None:
+    """Raises DataError when an image of `size` (w, h) has more pixels than PIL's decompression-bomb bound.
+
+    PIL only *warns* between 1× and 2× ``Image.MAX_IMAGE_PIXELS``; turning that warning into an error needs
+    ``warnings.catch_warnings``, which is not thread-safe (the readers run on threads), so whether a 144-Mpx PNG
+    was refused depended on thread timing. The bound is checked here instead, the same way on every thread.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and size[0] * size[1] > limit:
+        raise DataError(f"{path}: image too large to decode safely ({size[0]}x{size[1]} = {size[0] * size[1]:,} "
+                        f"pixels, more than PIL's bound of {limit:,}; raise PIL.Image.MAX_IMAGE_PIXELS if the file "
+                        "is trusted)")
+
+
 def _open(path: Path, what: str) -> Image.Image:
     """Opens and fully decodes an image file; every failure becomes a one-line DataError."""
     if not path.is_file():
         raise DataError(f"{path}: {what} file is missing" if not path.exists() else f"{path}: {what} is not a file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            img.load()
+        img = Image.open(path)
+        check_pixel_count(path, img.size)  # before decoding a single pixel
+        img.load()
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -146,9 +156,12 @@ def image_header(path: str | Path, exif_transpose: bool = True) -> tuple[tuple[i
     try:
         with Image.open(path) as img:
             size = img.size
+            check_pixel_count(path, size)  # what decoding it would refuse, refused from the header too
             orientation = exif_orientation(img) if exif_transpose else 1
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{path}: image too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: unreadable image header ({e})") from None
     if orientation in (5, 6, 7, 8):
@@ -248,22 +261,6 @@ def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 # --------------------------------------------------------------------------------------------- id lists
 def safe_relative_path(entry: str) -> str | None:
     """`entry` as a normalised relative POSIX path, or None when it is absolute or leaves its root (``..``)."""
@@ -326,10 +323,18 @@ def read_id_list(path: str | Path, parse=None) -> IdList:
 # ------------------------------------------------------------------------------------------ label files
 @dataclass
 class LabelEntry:
-    """Class names of one image in a labels file and where they were read (``file:line``)."""
+    """Class names of one image in a labels file and where they were read (``file:line``).
+
+    `where` is the image's first row; `name_where` says where each name was read (an image may span rows).
+    """
 
     names: list[str]
     where: str
+    name_where: dict[str, str] = field(default_factory=dict)
+
+    def where_of(self, name: str) -> str:
+        """``file:line`` of the row that named `name`."""
+        return self.name_where.get(name, self.where)
 
 
 def _split_names(cell: str) -> list[str]:
@@ -366,16 +371,14 @@ def read_labels_file(path: str | Path) -> dict[str, LabelEntry]:
         key = key.strip()
         if not key:
             raise DataError(f"{where}: empty image name")
-        if key in out:
-            out[key].names.extend(n for n in names if n not in out[key].names)
-        else:
-            out[key] = LabelEntry(list(dict.fromkeys(names)), where)
+        entry = out.setdefault(key, LabelEntry([], where))
+        for n in names:
+            if n not in entry.names:
+                entry.names.append(n)
+                entry.name_where[n] = where
 
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
+        data = parse_json(text, path, "labels file", DataError)
         if isinstance(data, dict):
             items = [(str(k), v, f"{path}: entry {k!r}") for k, v in data.items()]
         elif isinstance(data, list):
@@ -403,11 +406,18 @@ def read_labels_file(path: str | Path) -> dict[str, LabelEntry]:
         raise DataError(f"{path}: labels file must be .csv, .tsv or .json")
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     rows = csv.reader(io.StringIO(text), delimiter=delimiter)
-    for lineno, row in enumerate(rows, 1):
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as e:  # a field over csv's size limit, a NUL byte, an unclosed quote at the end ...
+            raise DataError(f"{path}:{rows.line_num}: malformed CSV row ({e})") from None
+        lineno = rows.line_num  # the line the row ends on (a quoted field may span lines)
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
-        if lineno == 1 and cells[0].lower() in _HEADER_WORDS:
+        if rows.line_num == 1 and cells[0].lower() in _HEADER_WORDS:
             continue
         names = [n for c in cells[1:] for n in _split_names(c)]
         add(cells[0], names, f"{path}:{lineno}")

@@ -273,8 +273,8 @@ class VOCDataset(FileDataset):
             vec = np.zeros(k, dtype=np.float32)
             unknown = [n for n in entry.names if normalise_class_name(n) not in match]
             if unknown:
-                errors[i] = (f"{entry.where}: unknown class {unknown[0]!r} for image {i!r}; valid classes are: "
-                             f"{', '.join(self.classes.names)}")
+                errors[i] = (f"{entry.where_of(unknown[0])}: unknown class {unknown[0]!r} for image {i!r}; valid "
+                             f"classes are: {', '.join(self.classes.names)}")
                 continue
             for n in entry.names:
                 vec[match[normalise_class_name(n)]] = 1.0
