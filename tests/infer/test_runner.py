@@ -107,3 +107,71 @@ def test_pseudo_masks_in_worker_processes_equal_those_made_in_process(tmp_path):
         b = np.asarray(Image.open(tmp_path / "two" / f"{image_id}.png"))
         assert np.array_equal(a, b)
     assert one.pixels == two.pixels and sum(one.pixels.values()) > 0
+
+
+def test_a_truncated_output_file_is_computed_again_not_kept(tmp_path):
+    """Issue 12, item 7: completeness is judged by the file's end, not by its existence."""
+    ds = ToyDataset(n=4)
+    run_images(LabelTask(), ds, tmp_path, progress=False, state=ProcessState("cpu"), record=record(1))
+    path = cam_path(tmp_path, "toy002")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a copy that stopped half-way
+    (tmp_path / "toy003.npz").write_bytes(b"")
+    again = LabelTask()
+    summary = run_images(again, ds, tmp_path, progress=False, state=ProcessState("cpu"), record=record(1))
+    assert again.computed == ["toy002", "toy003"] and summary.skipped == 2
+    assert load_cam(path)[1].tolist() == read_label(ds, 2).tolist()
+
+
+def test_output_complete_reads_the_end_of_npz_and_png_files(tmp_path):
+    from semples.data.io import write_mask_png
+    from semples.infer.runner import output_complete
+
+    save_cam(tmp_path / "a.npz", np.ones((1, 4, 4), np.float32), [0])
+    write_mask_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    for name in ("a.npz", "a.png"):
+        assert output_complete(tmp_path / name)
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(data[:-5])
+        assert not output_complete(tmp_path / f"cut_{name}")
+    assert not output_complete(tmp_path / "missing.npz")
+
+
+def test_limits_below_one_are_an_error_not_an_empty_run():
+    from semples.errors import ConfigError
+    from semples.infer.runner import limited_count
+
+    assert limited_count(None, 7) == 7 and limited_count(3, 7) == 3 and limited_count(30, 7) == 7
+    for bad in (0, -3):
+        with pytest.raises(ConfigError, match=f"limit must be a whole number >= 1.*got {bad}"):
+            limited_count(bad, 7)
+
+
+def test_the_output_folder_is_locked_and_a_killed_runs_temp_files_are_cleared(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from semples.errors import RunLockError
+
+    ds = ToyDataset(n=3)
+    out = tmp_path / "cams"
+    (out / "sub").mkdir(parents=True)
+    orphan = out / "sub" / ".toy001.npz.k2j4x9_a.tmp"  # what a killed writer thread leaves
+    orphan.write_bytes(b"half")
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from semples.utils.locks import FolderLock; FolderLock(sys.argv[1], 'CAM folder')"
+                               ".acquire(); Path(sys.argv[2]).touch(); time.sleep(300)", str(out), str(ready)])
+    try:
+        while not ready.exists():
+            assert holder.poll() is None
+            time.sleep(0.05)
+        with pytest.raises(RunLockError, match=f"{out}: process {holder.pid}"):
+            run_images(LabelTask(), ds, out, progress=False, state=ProcessState("cpu"), record=record(1))
+        assert orphan.exists() and not (out / "manifest.json").exists()  # the loser touched nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    run_images(LabelTask(), ds, out, progress=False, state=ProcessState("cpu"), record=record(1))
+    assert not orphan.exists() and json.loads((out / "manifest.json").read_text())["complete"]

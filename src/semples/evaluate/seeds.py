@@ -105,10 +105,7 @@ def evaluate_seeds(cams_dir: str | Path, dataset: SegmentationDataset, threshold
         sweep = ThresholdSweep(c, grid)
         for i in shard:
             path = cam_path(cams_dir, ids[i])
-            try:
-                cams, classes = load_cam(path)
-            except (OSError, ValueError, KeyError) as e:
-                raise DataError(f"{path}: unreadable CAM file ({type(e).__name__}: {e})") from e
+            cams, classes = load_cam(path, len(dataset.classes))  # DataError naming the file
             gt = dataset.load_mask(i)
             if gt is None:
                 raise DataError(f"{ids[i]}: no ground-truth mask")

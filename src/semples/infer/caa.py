@@ -201,7 +201,7 @@ class CamFileReader(ImageReader):
     cams_dir: str
 
     def __call__(self, dataset, index: int) -> CamAndImage:
-        cams, classes = load_cam(cam_path(self.cams_dir, dataset.ids[index]))
+        cams, classes = load_cam(cam_path(self.cams_dir, dataset.ids[index]), len(dataset.classes))
         return CamAndImage(cams, classes, dataset.load_image(index).convert("RGB"))
 
 

@@ -18,7 +18,6 @@ of the runner-up become 255.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 from semples.errors import ConfigError, MissingInputError
 from semples.infer.config import IgnoreBandConfig, PseudoMaskConfig
 from semples.infer.runner import ImageItem, ImageTask
+from semples.utils.checkpoint_io import read_json
 from semples.utils.dataclass_config import to_dict
 
 if TYPE_CHECKING:
@@ -66,10 +66,7 @@ def read_threshold(path: str | os.PathLike) -> tuple[float, str]:
         path = path / "metrics.json"
     if not path.is_file():
         raise MissingInputError(f"{path}: no eval-seeds metrics file there (write it with `semples eval-seeds`)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from e
+    data = read_json(path, "eval-seeds metrics file", ConfigError)
     if isinstance(data, dict):
         for key in _BEST_KEYS:
             best = data.get(key)
@@ -244,7 +241,7 @@ class PseudoInputReader:
     def __call__(self, dataset: SegmentationDataset, index: int) -> PseudoInput:
         from semples.infer.cam_io import cam_path, load_cam
 
-        cams, classes = load_cam(cam_path(self.cams_dir, dataset.ids[index]))
+        cams, classes = load_cam(cam_path(self.cams_dir, dataset.ids[index]), len(dataset.classes))
         image = np.asarray(dataset.load_image(index).convert("RGB"), dtype=np.uint8)
         return PseudoInput(image, cams, classes)
 
@@ -375,7 +372,7 @@ def generate_pseudo_masks(dataset: SegmentationDataset, cams_dir: str | os.PathL
         ReuseError: `out_dir` was made with other parameters or seeds (unless `force`).
     """
     from semples.infer.cam_io import cam_path
-    from semples.infer.runner import run_images, unwrap_dataset
+    from semples.infer.runner import limited_count, run_images, unwrap_dataset
     from semples.runs import FolderRecord, folder_record
 
     cams_dir, out_dir = Path(cams_dir), Path(out_dir)
@@ -385,7 +382,7 @@ def generate_pseudo_masks(dataset: SegmentationDataset, cams_dir: str | os.PathL
     if region_source is None and task.maker.region_source_kind == "sam":
         _ = task.maker.region_source  # build SAM now: a missing checkpoint fails before anything is written
     base = unwrap_dataset(dataset)
-    indices = list(range(len(base)))[: limit if limit is not None else None]
+    indices = list(range(limited_count(limit, len(base))))
     missing = [base.ids[i] for i in indices if not cam_path(cams_dir, base.ids[i]).is_file()]
     if missing and (not skip_missing or len(missing) == len(indices)):
         raise MissingInputError(f"{cams_dir}: no CAM file for {len(missing)} of {len(indices)} images (first: "

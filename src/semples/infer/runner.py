@@ -8,11 +8,15 @@ does everything around that, the same way for every step:
   j % processes, so each GPU or CPU process does its share;
 - **reading** in DataLoader workers (decoding and resizing off the main process), **computing** in the main
   process on its device — or, for CPU-bound tasks (dense CRF, superpixels), in a pool of worker processes —, and
-  **writing** on writer threads, atomically (a file that exists is complete);
-- **skip-if-done**: images whose output file exists are not recomputed (``force`` redoes them). A task that
+  **writing** on writer threads, atomically (semples never leaves half a file);
+- **skip-if-done**: images whose output file exists and is whole (`output_complete`: a file cut short by
+  something else is computed again) are not recomputed (``force`` redoes them). A task that
   batches images (`ImageTask.batches`) forms its batches over the whole group, also when part of the group is
   done, and recomputes the batches that hold a missing image: every image is always computed in the same batch as
   in an uninterrupted run, so an interrupted and continued folder holds the same bits;
+- **one writer per folder**: the main process holds the folder's lock (`semples.utils.locks`) for the whole run;
+  a second run into the same folder stops with a `RunLockError` naming the holder; temp files a killed run left
+  are removed first;
 - **manifests**: given a `FolderRecord`, the folder's ``manifest.json`` (`semples.runs` schema) is checked
   before any work — a folder made from other inputs or settings is refused with a `ReuseError` naming every
   difference — then written before the first file (an interrupted folder still says what it holds) and after the
@@ -26,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import time
+import zipfile
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from semples.errors import DataError
 from semples.runs import FolderRecord, check_folder_reuse, read_folder_manifest, write_folder_manifest
+from semples.utils.locks import FolderLock, remove_orphan_temp_files
 
 if TYPE_CHECKING:
     import torch
@@ -83,6 +89,10 @@ class ImageTask(abc.ABC):
     def output_path(self, out_dir: Path, image_id: str) -> Path:
         """Where the output of `image_id` lives (ids may contain '/', kept as sub-folders)."""
         return Path(out_dir) / f"{image_id}{self.suffix}"
+
+    def is_complete(self, path: Path) -> bool:
+        """Whether an existing output file is whole (`output_complete`); an incomplete one is computed again."""
+        return output_complete(path)
 
     @abc.abstractmethod
     def reader(self) -> ImageReader | Callable[[Any, int], Any]:
@@ -139,6 +149,44 @@ class RunSummary:
     @property
     def images_per_second(self) -> float:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every PNG ends with
+
+
+def output_complete(path: str | os.PathLike) -> bool:
+    """Whether an output file is whole, from its end: an ``.npz`` (a zip) must open (its central directory is the
+    last thing written), a ``.png`` must end with the IEND chunk, anything else must be non-empty.
+
+    semples writes atomically, so its own files are always whole; this catches files cut short by anything else
+    (a copy or sync that stopped, a full disk under another writer) — existence alone is no proof.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return False
+        suffix = os.path.splitext(str(path))[1].lower()
+        if suffix == ".npz":
+            with zipfile.ZipFile(path) as z:
+                return bool(z.namelist())
+        if suffix == ".png":
+            with open(path, "rb") as f:
+                f.seek(max(size - len(_PNG_END), 0))
+                return f.read() == _PNG_END
+        return True
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile):
+        return False
+
+
+def limited_count(limit: int | None, total: int) -> int:
+    """How many of `total` images a ``limit`` (a step's "only the first N") selects; `ConfigError` unless >= 1."""
+    if limit is None:
+        return total
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        from semples.errors import ConfigError
+
+        raise ConfigError(f"limit must be a whole number >= 1 (the first N images), got {limit!r}")
+    return min(limit, total)
 
 
 def make_groups(indices: Sequence[int], group_size: int) -> list[list[int]]:
@@ -233,12 +281,24 @@ def run_images(task: ImageTask, dataset, out_dir: str | Path, *, indices: Sequen
 
     Raises:
         ReuseError: `out_dir` holds outputs made from other inputs or settings (unless `force`).
+        RunLockError: another process is writing into `out_dir`.
     """
     from semples.engine.device import process_state
 
     out_dir = Path(out_dir)
-    dataset = unwrap_dataset(dataset)
     state = state or process_state(device)
+    # one writer per folder: the main process holds the folder's lock from the reuse check to the last manifest
+    with FolderLock(out_dir, "output folder", enabled=state.is_main_process):
+        if state.is_main_process:
+            remove_orphan_temp_files(out_dir, recursive=True)
+        return _run_locked(task, dataset, out_dir, indices=indices, group_size=group_size, force=force,
+                           num_workers=num_workers, skip_bad=skip_bad, progress=progress, state=state, record=record)
+
+
+def _run_locked(task: ImageTask, dataset, out_dir: Path, *, indices: Sequence[int] | None, group_size: int,
+                force: bool, num_workers: int, skip_bad: bool, progress: bool, state: ProcessState,
+                record: FolderRecord | None) -> RunSummary:
+    dataset = unwrap_dataset(dataset)
     indices = list(range(len(dataset))) if indices is None else list(indices)
     summary = RunSummary(out_dir=out_dir, total=len(indices))
     old = read_folder_manifest(out_dir) if record is not None else None
@@ -250,7 +310,18 @@ def run_images(task: ImageTask, dataset, out_dir: str | Path, *, indices: Sequen
         state.wait_for_everyone()
 
     groups = [g for j, g in enumerate(make_groups(indices, group_size)) if j % state.count == state.index]
-    done = {i for g in groups for i in g if not force and task.output_path(out_dir, dataset.ids[i]).is_file()}
+    done, incomplete = set(), []
+    for i in (i for g in groups for i in g) if not force else ():
+        path = task.output_path(out_dir, dataset.ids[i])
+        if not path.is_file():
+            continue
+        if task.is_complete(path):
+            done.add(i)
+        else:
+            incomplete.append(path)
+    if incomplete:
+        log.warning("%s: %d output file(s) are incomplete (cut short) and are computed again, e.g. %s", out_dir,
+                    len(incomplete), incomplete[0])
     todo = [g for g in groups if any(i not in done for i in g)]
     summary.skipped = sum(1 for g in groups for i in g if i in done)
     start = time.perf_counter()
@@ -352,5 +423,5 @@ def _run_groups(task: ImageTask, dataset, out_dir: Path, todo: list[list[int]], 
             bar.close()
 
 
-__all__ = ["GroupReader", "ImageItem", "ImageReader", "ImageTask", "RunSummary", "image_loader", "make_groups",
-           "run_images", "unwrap_dataset"]
+__all__ = ["GroupReader", "ImageItem", "ImageReader", "ImageTask", "RunSummary", "image_loader", "limited_count",
+           "make_groups", "output_complete", "run_images", "unwrap_dataset"]

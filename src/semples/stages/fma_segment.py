@@ -163,7 +163,7 @@ class SeedMaskDataset(SegmentationDataset):
             return read_mask(self.seeds_dir / f"{image_id}.png", self.num_classes)
         from semples.infer.cam_io import load_cam
 
-        cams, classes = load_cam(self.seeds_dir / f"{image_id}.npz")
+        cams, classes = load_cam(self.seeds_dir / f"{image_id}.npz", self.num_classes)
         return cams_to_seed_labels(cams, classes, float(self.threshold))
 
     def __getitem__(self, index: int):
