@@ -198,3 +198,75 @@ def test_refine_controls_build_and_train_without_prompts(tmp_path, control):
     # a control and --prompts together is a contradiction, said in one line
     assert main(["train", "--stage", "refine", "--generator", str(run_dir(tmp_path, "classify")), "--prompts",
                  str(tmp_path), "--run-dir", str(tmp_path / "other"), *ctl]) == 1
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_the_run_resumes(tmp_path):
+    """Issue 12: SIGTERM leaves the manifest "interrupted" (not "running"), exits 143; --resume finishes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["train", "--stage", "classify", "--config", "tiny", "--set", f"output_dir={tmp_path}",
+            "--set", "classify.epochs=30", "--set", "classify.checkpoint_every_steps=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "semples", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    run = run_dir(tmp_path, "classify")
+    while not (run / "checkpoint.pt").exists():  # training has begun
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("semples train: terminated (SIGTERM)")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"].startswith("interrupted: Terminated")
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert main([*args, "--resume"]) == 0
+    ckpt = read_checkpoint(run)
+    assert ckpt["finished"] and ckpt["progress"]["global_step"] == 60
+
+
+def test_a_file_where_the_output_folder_should_be_is_one_line(tmp_path, capsys):
+    (tmp_path / "runs").write_text("not a folder")
+    assert main(["train", "--stage", "classify", "--config", "tiny", "--set", f"output_dir={tmp_path / 'runs'}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("semples train: error: ")
+    assert f"{tmp_path / 'runs'} is a file, not a folder" in err
+
+
+def test_disk_full_while_training_is_one_line_and_the_finished_run_survives(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    args = ["train", "--stage", "classify", "--config", "tiny", "--set", f"output_dir={tmp_path}"]
+    assert main(args) == 0
+    before = (run_dir(tmp_path, "classify") / "checkpoint.pt").read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    capsys.readouterr()
+    assert main([*args, "--force"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot write (No space left on device)" in err
+    monkeypatch.undo()
+    assert (run_dir(tmp_path, "classify") / "checkpoint.pt").read_bytes() == before
+    assert read_checkpoint(run_dir(tmp_path, "classify"))["finished"]
+
+
+def test_machine_errors_outside_semples_are_one_line(tmp_path, capsys, monkeypatch):
+    """An OSError of the machine (permissions, space) that no step wrapped still ends in one line."""
+    import errno
+
+    from semples.commands import train
+
+    def denied(args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
+
+    monkeypatch.setattr(train, "run", denied)
+    assert main(["train", "--stage", "classify", "--config", "tiny"]) == 1
+    assert capsys.readouterr().err.strip() == f"semples train: error: {tmp_path / 'x'}: Permission denied"
+    with pytest.raises(PermissionError):  # --verbose keeps the traceback
+        main(["-v", "train", "--stage", "classify", "--config", "tiny"])

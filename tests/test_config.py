@@ -95,3 +95,46 @@ def test_partial_section_keeps_the_sections_own_defaults():
     assert (cfg.classify.batch_size, cfg.classify.lr) == (32, 6e-4)
     tiny = load_config("tiny", ["prompt.lr=0.5"])
     assert tiny.prompt.lr == 0.5 and tiny.prompt.batch_size == 4 and tiny.prompt.transform.crop_size == 64
+
+
+@pytest.mark.parametrize("override,message", [
+    ("match.batch_size=0", "match.batch_size must be >= 1, got 0"),
+    ("match.batch_size=-4", "match.batch_size must be >= 1, got -4"),
+    ("classify.grad_accum=0", "classify.grad_accum must be >= 1, got 0"),
+    ("refine.lr=.nan", "refine.lr: expected a finite number, got nan"),
+    ("refine.lr=-0.001", "refine.lr must be >= 0, got -0.001"),
+    ("match.lr=.inf", "match.lr: expected a finite number, got inf"),
+    ("data.num_workers=-1", "data.num_workers must be >= 0"),
+    ("cams.num_workers=-2", "cams.num_workers must be >= 0"),
+    ("match.transform.scale=[0.5, 2]", "match.transform.scale must satisfy"),
+    ("segment.warmup_epochs=-1", "segment.warmup_epochs must be >= 0"),
+    ("device=gpu", "device 'gpu' is not one of auto, cpu, cuda, cuda:N, mps"),
+])
+def test_bad_numbers_are_one_line_naming_the_key(override, message, capsys):
+    """Issue 12: bad numbers in a config end in one `semples <verb>: error:` line naming the dotted key."""
+    from semples.cli import main
+
+    assert main(["train", "--stage", "classify", "--config", "tiny", "--set", override]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("semples train: error: ") and message in err, err
+
+
+def test_an_override_of_one_stage_does_not_leak_through_a_yaml_anchor():
+    """tiny.yaml shares one mapping between its stage sections (`match: *tiny_stage`)."""
+    cfg = load_config("tiny", ["match.epochs=3"])
+    assert cfg.match.epochs == 3 and cfg.classify.epochs == 1 and cfg.refine.epochs == 1
+
+
+def test_non_utf8_and_unreadable_yaml_are_one_line(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("experiment: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte b'\\xe9' at offset 15\)"):
+        load_config(bad)
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"dir\.yaml' is neither a file nor a preset"):
+        load_config(tmp_path / "dir.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1, 2\nb: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(broken)
+    assert "\n" not in str(info.value) and "not valid YAML" in str(info.value)

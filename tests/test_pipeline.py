@@ -87,3 +87,38 @@ def test_a_step_error_reaches_the_user_with_its_own_message(tmp_path, capsys):
     assert "failed (exit" not in err and "Traceback" not in err
     m = manifest(tmp_path / "tiny")
     assert m["steps"]["train"]["status"].startswith("failed: DataError")
+
+
+@pytest.mark.parametrize("content", ["{\"steps\": {\"train\": ", "[1, 2]", "{\"steps\": 3}"],
+                         ids=["cut", "list", "steps-not-a-mapping"])
+def test_a_corrupt_run_manifest_is_one_line_naming_it(tmp_path, capsys, content):
+    """Issue 12: a corrupt run.json was a JSONDecodeError traceback."""
+    (tmp_path / "tiny").mkdir()
+    path = tmp_path / "tiny" / "run.json"
+    path.write_text(content)
+    assert main(["run", "--config", "tiny", "--set", f"output_dir={tmp_path}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"semples run: error: {path}: ")
+    assert path.read_text() == content  # left as it was, for the user to look at
+
+
+def test_two_runs_of_one_experiment_at_once_are_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    folder, ready = tmp_path / "tiny", tmp_path / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from semples.utils.locks import FolderLock; FolderLock(sys.argv[1]).acquire(); "
+                               "Path(sys.argv[2]).touch(); time.sleep(300)", str(folder), str(ready)])
+    try:
+        while not ready.exists():
+            assert holder.poll() is None
+            time.sleep(0.05)
+        assert main(["run", "--config", "tiny", "--set", f"output_dir={tmp_path}"]) == 1
+        err = capsys.readouterr().err
+        assert f"{folder}: process {holder.pid}" in err and "experiment folder" in err
+        assert not (folder / "run.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from semples.errors import SemplesError, UsageError
 
+    previous = _handle_sigterm()
     try:
         handled = _config_flags(args)  # --list-presets / --print-config of the verbs that read a config
         if handled is not None:
@@ -85,14 +86,66 @@ def main(argv: list[str] | None = None) -> int:
         print(f"semples {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except SemplesError as e:
-        print(f"semples {args.verb}: error: {e}", file=sys.stderr)
+        print(f"semples {args.verb}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as e:
+        if not _environment_error(e) or args.verbose:
+            raise
+        # the machine, not the code: a full disk, a read-only or missing folder, a file where a folder should be
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"semples {args.verb}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except Terminated:
+        print(f"semples {args.verb}: terminated (SIGTERM); an interrupted step continues with the same command "
+              "(training: --resume)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"semples {args.verb}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _restore_sigterm(previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that every step winds down as on Ctrl-C: manifests say
+    "interrupted", nothing half-written stays (exit status 143, as a shell reports a SIGTERM)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _handle_sigterm():
+    """Installs the SIGTERM handler (main thread only); returns the previous one (None: not installed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _environment_error(e: OSError) -> bool:
+    """An OSError that a user fixes on the machine (space, permissions, paths), not a bug of semples."""
+    import errno
+
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                       errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EMFILE)
+
+
+def _one_line(e: Exception) -> str:
+    """The error's message on one line (a message that quotes a multi-line library error is folded)."""
+    return " ".join(str(e).split()) if "\n" in str(e) else str(e)
 
 
 def _config_flags(args: argparse.Namespace) -> int | None:

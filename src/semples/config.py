@@ -165,10 +165,24 @@ class StageConfig:
         self.validate()
 
     def validate(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "lr_base_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "weight_decay", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.poly_power <= 0:
+            raise ConfigError(f"poly_power must be > 0, got {self.poly_power}")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            raise ConfigError(f"clip_grad_norm must be > 0 (or null: no clipping), got {self.clip_grad_norm}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ConfigError(f"max_steps must be >= 0 (or null: no limit), got {self.max_steps}")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
+            raise ConfigError(f"checkpoint_every_steps must be >= 1 (or null), got {self.checkpoint_every_steps}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,10 @@ class CamConfig:
             raise ConfigError(f"cams.scales must be a non-empty list of positive factors, got {self.scales}")
         if self.batch_size < 1 or self.group_size < 1:
             raise ConfigError("cams.batch_size and cams.group_size must be >= 1")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"cams.num_workers must be >= 0 (or null: data.num_workers), got {self.num_workers}")
+        if self.eps <= 0:
+            raise ConfigError(f"cams.eps must be > 0, got {self.eps}")
 
 
 @dataclass(frozen=True)
@@ -214,6 +232,8 @@ class SeedEvalConfig:
         if step <= 0 or stop < start:
             raise ConfigError(f"seeds.thresholds must be (start, stop, step) with step > 0 and stop >= start, "
                               f"got {self.thresholds}")
+        if self.num_workers < 1:
+            raise ConfigError(f"seeds.num_workers must be >= 1, got {self.num_workers}")
 
 
 @dataclass(frozen=True)
@@ -373,6 +393,17 @@ class Config:
     fma: FmaConfig = field(default_factory=FmaConfig)  # FMA-WSSS: CAA, SAMS powers, seeds of fma-segment
     fma_classify: StageConfig = field(default_factory=_fma_stage_defaults)  # stage fma-classify
     fma_segment: StageConfig = field(default_factory=_fma_stage_defaults)  # stage fma-segment
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        import re
+
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", self.device):
+            raise ConfigError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
 
     def stage(self, name: str) -> StageConfig:
         """The optimisation section of stage `name` (every `StageConfig` field of the config is one)."""

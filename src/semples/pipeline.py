@@ -20,7 +20,6 @@ the pseudo split are reused when the seed split is a subset of it; the final mod
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from semples.config import Config, dump_config
 from semples.errors import RunError, UsageError
 from semples.methods import method as method_named
 from semples.runs import RunLayout, final_generator_folder
-from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text
+from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text, read_json
+from semples.utils.locks import FolderLock, launched_rank
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,17 @@ class Pipeline:
         self.root, self.out = self.layout.root, self.layout.out
         self.manifest_path = self.layout.run_manifest
         self.config_path = self.layout.run_config
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
-        self.manifest.setdefault("steps", {})
+        self.manifest = self._read_manifest()
+
+    def _read_manifest(self) -> dict:
+        """run.json as recorded ({} when there is none); `RunError` naming it when it cannot be used."""
+        if not self.manifest_path.exists():
+            return {"steps": {}}
+        manifest = read_json(self.manifest_path, "run manifest", RunError)
+        if not isinstance(manifest, dict) or not isinstance(manifest.setdefault("steps", {}), dict):
+            raise RunError(f"{self.manifest_path}: not a semples run manifest (expected an object with 'steps'); "
+                           "move it away to start the run's record afresh")
+        return manifest
 
     # ------------------------------------------------------------------------------------------------ splits
     @property
@@ -101,7 +110,13 @@ class Pipeline:
                 raise UsageError(f"{name} {value!r} is not a step; steps: {', '.join(STEPS)}")
         first = STEPS.index(start) if start else 0
         last = STEPS.index(until) if until else len(STEPS) - 1
-        self.out.mkdir(parents=True, exist_ok=True)
+        # one `semples run` per experiment folder at a time: a second one would interleave its records with this
+        # one's in run.json (the steps lock their own folders as well)
+        with FolderLock(self.out, "experiment folder", enabled=launched_rank() == 0):
+            return self._run_steps(first, last)
+
+    def _run_steps(self, first: int, last: int) -> dict:
+        self.manifest = self._read_manifest()  # as the last run left it, now that no other run can change it
         atomic_write_text(self.config_path, dump_config(self.cfg))
         self.manifest.update(config=str(self.config_path), method=self.method.name,
                              splits={"train": self.cfg.data.train_split, "pseudo": self.pseudo_split,

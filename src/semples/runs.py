@@ -178,7 +178,7 @@ def read_folder_manifest(folder: str | Path) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

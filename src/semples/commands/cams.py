@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from semples.commands.train import add_config_arguments, load_cli_config
+from semples.commands.train import add_config_arguments, load_cli_config, positive_int
 from semples.errors import UsageError
 
 HELP = "write multi-scale + flip seeds (CAMs) of a trained mask generator, one file per image"
@@ -33,8 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(plumbing tests only)")
     p.add_argument("--split", help="dataset split (default: cams.split, else data.eval_split)")
     p.add_argument("--out", metavar="DIR", help="CAM folder (default: <output_dir>/<experiment>/cams/<split>)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the split (quick looks)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images of the split (quick looks)")
     p.add_argument("--force", action="store_true", help="recompute and overwrite every file")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="accept the checkpoint of an unfinished (interrupted) training run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     source = None if args.generator == "random" else args.generator
     r = steps.cams.run(cfg, source, split=args.split, out=args.out, limit=args.limit, force=args.force,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, allow_unfinished=args.allow_unfinished)
     rate = f", {r.images_per_second:.2f} img/s" if r.computed else ""
     print(f"cams: wrote {r.written}, skipped {r.skipped} (already there), failed {len(r.failed)}{rate}; "
           f"{r.present}/{r.split_images} images of {r.split} done -> {r.out_dir}")

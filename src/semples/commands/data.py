@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from semples.commands.train import positive_int
+
 HELP = "check a dataset (layout, counts per split and class, every bad file) or export COCO masks"
 
 DESCRIPTION = """\
@@ -25,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     _target_arguments(check)
     check.add_argument("--quick", action="store_true", help="read file headers only (no full decoding)")
-    check.add_argument("--limit", type=int, default=None, help="read at most this many items per split")
-    check.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="reading threads")
+    check.add_argument("--limit", type=positive_int, default=None, help="read at most this many items per split")
+    check.add_argument("--workers", type=positive_int, default=min(8, os.cpu_count() or 1), help="reading threads")
     check.add_argument("--no-progress", action="store_true", help="no progress bars")
     export = sub.add_parser("export-masks", help="write COCO semantic masks to PNG once (later epochs read them)")
     _target_arguments(export)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from semples.commands.train import add_config_arguments, load_cli_config
+from semples.commands.train import add_config_arguments, load_cli_config, positive_int
 
 HELP = "evaluate seeds (CAMs): background-threshold sweep, mIoU curve, per-class table"
 DESCRIPTION = """\
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="report at this background threshold (chosen elsewhere) instead of the best on this split")
     p.add_argument("--allow-missing", action="store_true",
                    help="evaluate the images that have a CAM file (default: every image of the split must have one)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the split")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images of the split")
     p.add_argument("--samples", type=int, default=8, metavar="N", help="images in samples.png (0: no figure)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

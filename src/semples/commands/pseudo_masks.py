@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from semples.commands.train import add_config_arguments, load_cli_config
+from semples.commands.train import add_config_arguments, load_cli_config, nonnegative_int, positive_int
 
 HELP = "turn seeds (CAMs) into pseudo masks: threshold + dense CRF, region voting (SAM/superpixels), or threshold"
 DESCRIPTION = """\
@@ -60,8 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="region voting: background score exponent (0.6 coarse / 0.7 fine seeds)")
     p.add_argument("--ignore-margin", type=float, metavar="M", help="pixels with top - runner-up < M -> 255")
     p.add_argument("--ignore-below", type=float, metavar="C", help="pixels with top score < C -> 255")
-    p.add_argument("--workers", type=int, metavar="N", help="processes (default: pseudo.workers)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the split")
+    p.add_argument("--workers", type=nonnegative_int, metavar="N", help="processes (default: pseudo.workers)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images of the split")
     p.add_argument("--skip-missing", action="store_true",
                    help="leave out images without a CAM file (default: every image must have one)")
     p.add_argument("--force", action="store_true",

@@ -46,6 +46,26 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as --limit: an integer >= 1 (argparse prints the error as one usage line)."""
+    return _whole_number(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type of counts where 0 means "none" (--workers 0: in this process)."""
+    return _whole_number(text, 0)
+
+
 def load_cli_config(args: argparse.Namespace):
     from semples.config import load_config
 
@@ -79,6 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="this stage's run folder (default: <output_dir>/<experiment>/<stage>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted stage from its last checkpoint")
     p.add_argument("--force", action="store_true", help="retrain even if the run folder holds a checkpoint")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="accept --generator / --prompts checkpoints of unfinished (interrupted) runs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("pass --stage NAME or --scheme NAME (see semples train --help)")
     result = steps.train.run(cfg, stage=args.stage, scheme=args.scheme, rounds=args.rounds, generator=args.generator,
                              prompts=args.prompts, seeds=args.seeds, run_dir=args.run_dir, resume=args.resume,
-                             force=args.force)
+                             force=args.force, allow_unfinished=args.allow_unfinished)
     if result.is_main_process:
         for folder, r in result.results.items():
             print(f"{folder}: {r.status} ({r.global_step} steps) -> {r.run_dir}")

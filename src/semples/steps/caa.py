@@ -16,7 +16,7 @@ from semples.errors import MissingInputError
 from semples.infer.caa import CaaTask
 from semples.infer.cam_io import cam_path
 from semples.infer.cams import FILE_FORMAT
-from semples.infer.runner import run_images, unwrap_dataset
+from semples.infer.runner import limited_count, run_images, unwrap_dataset
 from semples.runs import FolderRecord, folder_record, read_folder_manifest
 from semples.steps.cams import data_record
 from semples.steps.clip_cams import phase_settings
@@ -52,7 +52,7 @@ def run(cfg: Config, cams_in: str | Path, out: str | Path, *, phase: str = "fine
         clip = load_clip(cfg.clip, state.device)
     box, _ = phase_settings(cfg, phase)
     cams_in = Path(cams_in)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+    n = limited_count(limit, len(dataset))
     missing = [dataset.ids[i] for i in range(n) if not cam_path(cams_in, dataset.ids[i]).is_file()]
     if missing:
         raise MissingInputError(f"{cams_in}: no CAM file for {len(missing)} of {n} images (first: {missing[0]}); "

@@ -20,7 +20,7 @@ from semples.config import Config
 from semples.data import build_dataset
 from semples.engine.device import process_state
 from semples.infer.cams import BATCH_SETTINGS, FILE_FORMAT, CamsTask, cams_settings
-from semples.infer.runner import run_images
+from semples.infer.runner import limited_count, run_images
 from semples.models.mask_generators import generator_context, load_generator
 from semples.runs import FolderRecord, RunLayout
 
@@ -63,7 +63,8 @@ def data_record(cfg: Config, split: str, dataset) -> dict:
 
 
 def run(cfg: Config, generator: str | Path | None, *, split: str | None = None, out: str | Path | None = None,
-        limit: int | None = None, force: bool = False, progress: bool = True) -> CamsResult:
+        limit: int | None = None, force: bool = False, progress: bool = True, allow_unfinished: bool = False
+        ) -> CamsResult:
     """Writes the CAMs of a split into a CAM folder (one ``<id>.npz`` per image + manifest.json).
 
     Args:
@@ -74,13 +75,15 @@ def run(cfg: Config, generator: str | Path | None, *, split: str | None = None, 
         limit: only the first `limit` images of the split.
         force: recompute every file (also when the folder's manifest names other inputs or settings).
         progress: tqdm bar.
+        allow_unfinished: accept the checkpoint of an unfinished training run (refused otherwise).
 
     Returns:
         A `CamsResult` (counts of this process; the manifest counts the whole split).
 
     Raises:
         ReuseError: the folder holds CAMs of another generator or other settings (unless `force`).
-        CheckpointError: the generator's checkpoint is missing or does not fit.
+        CheckpointError: the generator's checkpoint is missing, unfinished, of other classes, or does not fit.
+        RunLockError: another process is writing into the CAM folder.
     """
     split = split or default_split(cfg)
     out_dir = Path(out) if out is not None else RunLayout(cfg).cams(split)
@@ -92,9 +95,10 @@ def run(cfg: Config, generator: str | Path | None, *, split: str | None = None, 
         gen_cfg = dataclasses.replace(gen_cfg, pretrained=False, backbone_checkpoint=None)
         log.warning("cams from a mask generator with RANDOM weights: for plumbing tests only")
     # class and background names for generators with text prompts (CLIP Grad-CAM); the others ignore them
-    model, record = load_generator(generator, gen_cfg, len(names), context=generator_context(cfg, dataset.classes))
+    model, record = load_generator(generator, gen_cfg, len(names), context=generator_context(cfg, dataset.classes),
+                                   class_names=names, allow_unfinished=allow_unfinished)
     state = process_state(cfg.device)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+    n = limited_count(limit, len(dataset))
     folder = FolderRecord(kind="cams", producer="semples.steps.cams", data=data_record(cfg, split, dataset),
                           classes=names, inputs={"generator": record}, settings=cams_settings(cfg.cams),
                           uncompared=BATCH_SETTINGS, file_format=FILE_FORMAT, extra={"limit": limit})

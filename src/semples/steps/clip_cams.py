@@ -20,7 +20,7 @@ from semples.engine.device import process_state
 from semples.errors import ConfigError
 from semples.infer.cams import FILE_FORMAT
 from semples.infer.clip_cams import ClipCamsTask
-from semples.infer.runner import run_images
+from semples.infer.runner import limited_count, run_images
 from semples.runs import FolderRecord
 from semples.steps.cams import data_record
 
@@ -54,7 +54,8 @@ def fma_generator(cfg: Config, source: str | Path | None, classes, clip=None, *,
     if clip is None:
         clip = load_clip(cfg.clip, device)
     ctx_cfg = dataclasses.replace(cfg, generator=gen_cfg)
-    generator, record = load_generator(source, gen_cfg, len(classes), context=generator_context(ctx_cfg, classes, clip))
+    generator, record = load_generator(source, gen_cfg, len(classes), context=generator_context(ctx_cfg, classes, clip),
+                                       class_names=classes.names)
     if not isinstance(generator, ClipGradCAM):
         raise ConfigError(f"{source}: holds a {type(generator).__name__}, not a CLIP Grad-CAM generator")
     return generator, record
@@ -97,7 +98,7 @@ def run(cfg: Config, source: str | Path | None, out: str | Path, *, phase: str =
     folder = FolderRecord(kind="cams", producer="semples.steps.clip_cams", data=data_record(cfg, split, dataset),
                           classes=list(dataset.classes.names), inputs={"generator": record}, settings=task.settings(),
                           file_format=FILE_FORMAT, extra={"phase": phase, "limit": limit})
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+    n = limited_count(limit, len(dataset))
     workers = cfg.cams.num_workers if cfg.cams.num_workers is not None else cfg.data.num_workers
     summary = run_images(task, dataset, out, indices=range(n), force=force, num_workers=workers,
                          skip_bad=cfg.data.skip_bad, progress=progress, state=state, record=folder)

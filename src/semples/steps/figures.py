@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from semples.config import Config
 from semples.data import build_dataset
-from semples.errors import MissingInputError, UsageError
+from semples.errors import DataError, MissingInputError, UsageError
 from semples.runs import RunLayout
 from semples.steps.cams import default_split
+from semples.utils.checkpoint_io import read_json
 
 
 @dataclass
@@ -53,7 +53,10 @@ def run(cfg: Config, *, split: str | None = None, cams: str | Path | None = None
         metrics_file = Path(eval_dir) / "metrics.json"
         if not metrics_file.is_file():
             raise MissingInputError(f"{metrics_file}: not an eval-seeds folder")
-        threshold = float(json.loads(metrics_file.read_text())["threshold"])
+        metrics = read_json(metrics_file, "eval-seeds metrics file", DataError)
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("threshold"), (int, float)):
+            raise DataError(f"{metrics_file}: no 'threshold' in it (not the metrics.json of `semples eval-seeds`)")
+        threshold = float(metrics["threshold"])
     if ids:
         where = {i: n for n, i in enumerate(dataset.ids)}
         unknown = [i for i in ids if i not in where]

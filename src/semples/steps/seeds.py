@@ -14,6 +14,7 @@ from pathlib import Path
 from semples.config import Config
 from semples.data import build_dataset
 from semples.errors import MissingInputError
+from semples.infer.runner import limited_count
 from semples.runs import RunLayout, read_folder_manifest, recorded_split
 from semples.steps.cams import default_split
 
@@ -75,6 +76,7 @@ def run(cfg: Config, cams: str | Path | None = None, *, split: str | None = None
     if recorded not in (None, split):
         log.warning("%s holds CAMs of split %s, evaluating against %s", cams_dir, recorded, split)
     dataset = build_dataset(cfg.data, split)
+    limited_count(limit, len(dataset))  # a bad limit is an error, not an empty evaluation
     ev = evaluate_seeds(cams_dir, dataset, threshold_grid(*cfg.seeds.thresholds), threshold=threshold, limit=limit,
                         allow_missing=allow_missing, num_workers=cfg.seeds.num_workers, progress=progress)
     out_dir = Path(out) if out is not None else layout.eval_seeds(split)

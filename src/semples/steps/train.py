@@ -13,7 +13,6 @@ Schemes (paper Table 6):
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ from semples.data import TransformedDataset, bad_items_report, build_dataset
 from semples.data.base import item_seed
 from semples.data.transforms import TrainTransform
 from semples.engine import StageResult, make_accelerator, train_stage
-from semples.errors import ConfigError
+from semples.errors import ConfigError, RunError
 from semples.runs import RunLayout, scheme_folders
 from semples.stages import build_stage, needs_clip, stage_class
-from semples.utils.checkpoint_io import atomic_write_json
+from semples.utils.checkpoint_io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,7 @@ class TrainingSession:
     clip: object = None
     _dataset: object = None
     results: dict[str, StageResult] = field(default_factory=dict)
+    allow_unfinished: bool = False  # accept --generator / --prompts checkpoints of unfinished runs
 
     def __post_init__(self) -> None:
         if self.accelerator is None:
@@ -79,7 +79,7 @@ class TrainingSession:
                             generator=str(generator) if generator is not None else None,
                             prompts=str(prompts) if prompts is not None else None, clip=self.clip,
                             device=str(self.accelerator.device), seeds=str(seeds) if seeds is not None else None,
-                            dataset=self.dataset)
+                            dataset=self.dataset, allow_unfinished=self.allow_unfinished)
         cfg = built.config or cfg  # a stage may fix parts of the config (the FMA stages: the generator they train)
         stage_cfg = cfg.stage(stage_name)
         data = TransformedDataset(built.dataset if built.dataset is not None else self.dataset,
@@ -90,7 +90,8 @@ class TrainingSession:
         result = train_stage(
             built.stage, data, stage_cfg, run_dir=run_dir, accelerator=self.accelerator, seed=cfg.seed,
             num_workers=cfg.data.num_workers, log_every=cfg.log_every, config_dict=cls.recorded_config(cfg),
-            config_yaml=dump_config(cfg), inputs=built.inputs, resume=resume, force=force)
+            config_yaml=dump_config(cfg), inputs=built.inputs, resume=resume, force=force,
+            classes=list(self.dataset.classes.names))
         self.results[folder or stage_name] = result
         bad = bad_items_report(self.dataset)
         if bad and self.accelerator.is_main_process:
@@ -98,7 +99,7 @@ class TrainingSession:
                         RunLayout(cfg).root / "bad_items.txt")
             manifest_path = result.run_dir / "manifest.json"
             if manifest_path.exists():
-                manifest = json.loads(manifest_path.read_text())
+                manifest = read_json(manifest_path, "run manifest", RunError)
                 manifest["bad_items"] = bad
                 atomic_write_json(manifest_path, manifest)
         return result
@@ -165,7 +166,8 @@ class TrainResult:
 
 def run(cfg: Config, *, stage: str | None = None, scheme: str | None = None, rounds: int | None = None,
         generator: str | Path | None = None, prompts: str | Path | None = None, seeds: str | Path | None = None,
-        run_dir: str | Path | None = None, resume: bool = False, force: bool = False) -> TrainResult:
+        run_dir: str | Path | None = None, resume: bool = False, force: bool = False,
+        allow_unfinished: bool = False) -> TrainResult:
     """Trains one stage (`stage`) or a whole learning scheme (`scheme`, the default: ``scheme.scheme``).
 
     Args:
@@ -179,6 +181,7 @@ def run(cfg: Config, *, stage: str | None = None, scheme: str | None = None, rou
         run_dir: the stage's run folder (default ``<output_dir>/<experiment>/<stage>``; stage only).
         resume: continue an interrupted stage from its last checkpoint.
         force: retrain even if the run folder holds a finished run.
+        allow_unfinished: accept `generator` / `prompts` checkpoints of unfinished runs (refused otherwise).
 
     Returns:
         A `TrainResult`.
@@ -186,13 +189,15 @@ def run(cfg: Config, *, stage: str | None = None, scheme: str | None = None, rou
     Raises:
         ReuseError: a finished (or interrupted) run folder was made from other inputs or settings.
         ConfigError: an unknown stage or scheme, or an input the stage needs is missing.
+        CheckpointError: an input checkpoint is of an unfinished run or of other classes.
+        RunLockError: another process is training into the stage's run folder.
     """
     if stage is not None:
-        session = TrainingSession(cfg)
+        session = TrainingSession(cfg, allow_unfinished=allow_unfinished)
         session.train(stage, run_dir=run_dir, generator=generator, prompts=prompts, seeds=seeds, resume=resume,
                       force=force)
         return TrainResult(session.results, session.accelerator.is_main_process)
-    session = TrainingSession(cfg)
+    session = TrainingSession(cfg, allow_unfinished=allow_unfinished)
     train_scheme(cfg, scheme=scheme, rounds=rounds, generator=generator, resume=resume, force=force, session=session)
     return TrainResult(session.results, session.accelerator.is_main_process)
 
