@@ -183,7 +183,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
         raise ConfigError(f"batch_size {global_batch} must be divisible by processes ({world}) × grad_accum "
                               f"({stage_cfg.grad_accum})")
     micro = global_batch // (world * stage_cfg.grad_accum)
-    sampler = EpochShardSampler(len(dataset), global_batch, seed=seed, rank=rank, world=world)
+    order_seed = seed if getattr(stage_cfg, "order_seed", None) is None else stage_cfg.order_seed
+    sampler = EpochShardSampler(len(dataset), global_batch, seed=order_seed, rank=rank, world=world)
     steps_per_epoch = sampler.steps_per_epoch
     if steps_per_epoch == 0:
         raise ConfigError(f"stage {name}: the dataset has {len(dataset)} items, fewer than one batch of "
