@@ -166,3 +166,35 @@ def test_load_backbone_weights_is_usable_on_any_module(tmp_path):
     assert record["prefix"] == "module." and torch.equal(other[1].weight, net[1].weight)
     with pytest.raises(WeightsError, match=r"segment\.model\.backbone_checkpoint"):
         load_backbone_weights(torch.nn.Linear(3, 3), path, config_key="segment.model.backbone_checkpoint")
+
+
+def test_feature_extractors_of_the_segmenter_side(tmp_path):
+    """What the final model's backbones need: timm features_only models, a cut-off last stage (`unused`), and
+    SMP-style encoders that hold the timm model as ``.model`` (a model-side prefix)."""
+    import timm
+
+    kwargs = {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128]}
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", pretrained=False, **kwargs)
+    path = tmp_path / "r18.pth"
+    torch.save(net.state_dict(), path)
+    key = "segment.model"
+    full = create_timm_model("resnet18", pretrained=False, checkpoint=str(path), config_key=key, features_only=True,
+                             out_indices=(1, 2, 3, 4), **kwargs)
+    assert torch.equal(full.layer4[0].conv1.weight, net.layer4[0].conv1.weight)
+    with pytest.raises(WeightsError, match=r"only \d+% of the file's tensors fit the model.*unexpected \d+: layer4"):
+        create_timm_model("resnet18", pretrained=False, checkpoint=str(path), config_key=key, features_only=True,
+                          out_indices=(1, 2, 3), **kwargs)
+    cut = create_timm_model("resnet18", pretrained=False, checkpoint=str(path), config_key=key, features_only=True,
+                            out_indices=(1, 2, 3), unused=("layer4.",), **kwargs)
+    assert torch.equal(cut.layer3[0].conv1.weight, net.layer3[0].conv1.weight)
+
+    class Encoder(torch.nn.Module):  # segmentation_models_pytorch's TimmUniversalEncoder keeps it as .model
+        def __init__(self):
+            super().__init__()
+            self.model = timm.create_model("resnet18", pretrained=False, features_only=True, **kwargs)
+
+    enc = Encoder()
+    record = load_backbone_weights(enc, path, config_key=f"{key}.backbone_checkpoint")
+    assert torch.equal(enc.model.layer2[0].conv1.weight, net.layer2[0].conv1.weight)
+    assert record["fraction_of_model"] == 1.0

@@ -158,7 +158,7 @@ def _numel(tensors: Iterable[torch.Tensor]) -> int:
 
 def load_backbone_weights(model: nn.Module, path: str | Path, *, config_key: str = "backbone_checkpoint",
                           min_fraction: float = DEFAULT_MIN_FRACTION, fresh: tuple[str, ...] = (),
-                          filter_fn: Callable | None | str = "timm") -> dict[str, Any]:
+                          unused: tuple[str, ...] = (), filter_fn: Callable | None | str = "timm") -> dict[str, Any]:
     """Loads a backbone weights file into `model` strictly (see the module docstring); returns the load record.
 
     Args:
@@ -168,6 +168,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path, *, config_key: str
         min_fraction: the least share of the model's parameters that must come from the file, and of the file's
             tensors (heads and tensors outside the matched prefix left out) that must be used.
         fresh: name prefixes of the model's tensors that are meant to start fresh (not counted as missing).
+        unused: name prefixes (after the prefix is stripped) of the file's tensors the model leaves out on purpose
+            (a feature extractor cut before its last stage: ``("layer4.",)``); not counted as unexpected.
         filter_fn: ``(state_dict, model) -> state_dict`` applied before loading; "timm" (default): the model
             family's timm checkpoint filter; None: none.
 
@@ -195,6 +197,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path, *, config_key: str
             note = f"; timm's checkpoint filter failed on it ({type(e).__name__}: {str(e)[:120]})"
     state = {mp + k: v for k, v in state.items()}
     heads = tuple(f"{mp}{h}." for h in _head_names(model))
+    heads = (*heads, *(mp + u for u in unused))
     dropped = [k for k in state if k not in own and k.startswith(heads)]
     for k in dropped:
         del state[k]
@@ -216,10 +219,10 @@ def load_backbone_weights(model: nn.Module, path: str | Path, *, config_key: str
     of_model, of_file = model_loaded / model_total, file_used / file_total
     where = f"prefix {fp!r} stripped" if fp else "no prefix"
     if of_model < min_fraction or of_file < min_fraction:
-        what = (f"{of_model:.0%} of the model's parameters" if of_model < min_fraction
+        what = (f"{of_model:.0%} of the model's parameters would load" if of_model < min_fraction
                 else f"only {of_file:.0%} of the file's tensors fit the model")
         raise WeightsError(
-            f"{p}: does not fit the backbone ({config_key}): {what} would load (needs {min_fraction:.0%}; {where}; "
+            f"{p}: does not fit the backbone ({config_key}): {what} (needs {min_fraction:.0%}; {where}; "
             f"missing {len(missing)}: {_preview(missing)}; unexpected {len(unexpected)}: {_preview(unexpected)})"
             f"{note}; hand in the backbone's own weights (a timm/torchvision state dict of this architecture)")
     model.load_state_dict(state, strict=False)
@@ -231,13 +234,13 @@ def load_backbone_weights(model: nn.Module, path: str | Path, *, config_key: str
         log.info("%s: all %d backbone tensors loaded (%s)", p, len(loaded), where)
     return {"path": str(p), "sha256": sha256_file(p), "prefix": fp, "loaded": len(loaded), "missing": missing[:20],
             "num_missing": len(missing), "unexpected": unexpected[:20], "num_unexpected": len(unexpected),
-            "heads_dropped": len(dropped), "ignored_outside_prefix": len(ignored),
+            "heads_dropped": len(dropped), "ignored_outside_prefix": len(ignored),  # heads: also the `unused` parts
             "fraction_of_model": round(of_model, 6), "fraction_of_file": round(of_file, 6)}
 
 
 def create_timm_model(name: str, *, pretrained: bool, checkpoint: str | None, config_key: str,
                       what: str = "backbone", quiet: bool = False, min_fraction: float = DEFAULT_MIN_FRACTION,
-                      **model_args) -> nn.Module:
+                      unused: tuple[str, ...] = (), **model_args) -> nn.Module:
     """A timm model by name: ImageNet weights by (timm) name, an explicit file (loaded by `load_backbone_weights`),
     or random with a warning. The load record of a file is kept as ``model.weights_record``.
 
@@ -248,7 +251,7 @@ def create_timm_model(name: str, *, pretrained: bool, checkpoint: str | None, co
         config_key: the config section of these settings (``generator``, ``segment.model``), for messages.
         what: how log messages name the model.
         quiet: no warning about random weights (weights are loaded from a checkpoint right after).
-        min_fraction: see `load_backbone_weights`.
+        min_fraction, unused: see `load_backbone_weights`.
         **model_args: `timm.create_model` arguments (num_classes, drop_path_rate, features_only, user kwargs ...).
 
     Raises:
@@ -268,7 +271,7 @@ def create_timm_model(name: str, *, pretrained: bool, checkpoint: str | None, co
     model.weights_record = None
     if checkpoint:
         model.weights_record = load_backbone_weights(model, checkpoint, config_key=f"{config_key}.backbone_checkpoint",
-                                                     min_fraction=min_fraction)
+                                                     min_fraction=min_fraction, unused=unused)
     elif not (pretrained or quiet):
         log.warning("%s %s has RANDOM weights (%s.pretrained=false): fine for tests, useless for results", what,
                     name, config_key)
