@@ -99,9 +99,34 @@ def test_backbone_checkpoint_file_is_loaded(tmp_path):
     torch.save(resnet.state_dict(), path)  # a classification checkpoint, fc included
     model = build_segmenter(tiny_segmenter_cfg(backbone_checkpoint=str(path)), 3)
     assert torch.equal(model.backbone.layer4[0].conv1.weight, resnet.layer4[0].conv1.weight)
+    loaded = model.source.pop("loaded")
     assert model.source == {"backbone": "resnet18", "weights": "file", "path": str(path)}
-    with pytest.raises(WeightsError, match="cannot load as resnet18 weights"):
+    assert loaded["fraction_of_model"] == 1.0 and loaded["num_missing"] == 0 and loaded["heads_dropped"] == 2
+    with pytest.raises(WeightsError, match=r"missing\.pth: segment\.model\.backbone_checkpoint file not found"):
         build_segmenter(tiny_segmenter_cfg(backbone_checkpoint=str(tmp_path / "missing.pth")), 3)
+
+
+@pytest.mark.parametrize("name", SEGMENTER_NAMES)
+def test_a_backbone_file_that_does_not_fit_is_an_error_not_random_weights(tmp_path, name):
+    """timm loads a file into these headless backbones non-strictly; a file of keys that fit nothing, or of another
+    depth, used to train from random weights with the file named in the manifest (issue 12, item 1)."""
+    import timm
+
+    cfg = tiny_segmenter_cfg(name)
+    nothing = tmp_path / "nothing.pth"
+    torch.save({f"layer{i}.weight": torch.randn(4, 4) for i in range(4)}, nothing)
+    with pytest.raises(WeightsError, match=r"nothing\.pth: does not fit the backbone \(segment\.model\."
+                                           r"backbone_checkpoint\): 0% of the model's parameters would load"):
+        build_segmenter(tiny_segmenter_cfg(name, backbone_checkpoint=str(nothing)), 3)
+    kw = dict(cfg.backbone_kwargs)
+    if name == "deeplabv3plus":
+        deeper = timm.create_model("resnet18", pretrained=False, **{**kw, "layers": [2, 1, 1, 1]})
+    else:
+        deeper = timm.create_model("deit_small_patch16_224", pretrained=False, **{**kw, "depth": 4})
+    path = tmp_path / "deeper.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in deeper.state_dict().items()}}, path)
+    with pytest.raises(WeightsError, match=r"deeper\.pth: does not fit the backbone.*file's tensors fit"):
+        build_segmenter(tiny_segmenter_cfg(name, backbone_checkpoint=str(path)), 3)
 
 
 def _fake_checkpoint(tmp_path, model, seg_cfg):

@@ -11,15 +11,10 @@ pixel.
 from __future__ import annotations
 
 import abc
-import logging
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from semples.errors import WeightsError
-
-log = logging.getLogger(__name__)
 
 CONFIG_KEY = "segment.model"  # where SegmenterConfig lives in the experiment config (for error messages)
 
@@ -59,6 +54,10 @@ def create_timm_backbone(name: str, *, pretrained: bool, checkpoint: str | None,
                          quiet: bool = False, what: str = "segmentation backbone", **model_args) -> nn.Module:
     """A timm model by name: ImageNet weights by (timm) name, from an explicit file, or random.
 
+    An explicit file is loaded strictly by `semples.models.weights.load_backbone_weights` (timm's own file loading
+    is non-strict for these headless models: a file that fits nothing would leave random weights without a word);
+    what loaded is kept as ``model.weights_record``.
+
     Args:
         name: timm architecture (optionally with a pretrained tag, e.g. ``resnet101.tv_in1k``).
         pretrained: download (or read from the HF cache) the ImageNet weights named by `name`.
@@ -71,31 +70,19 @@ def create_timm_backbone(name: str, *, pretrained: bool, checkpoint: str | None,
     Raises:
         WeightsError: the weights cannot be found (offline) or do not fit; the message says what to pass.
     """
-    import timm
+    from semples.models.weights import create_timm_model
 
-    args = {**model_args, **(kwargs or {})}
-    try:
-        if checkpoint:
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": checkpoint}, **args)
-        else:
-            model = timm.create_model(name, pretrained=pretrained, **args)
-    except (RuntimeError, OSError, ValueError, KeyError) as e:
-        if checkpoint:
-            raise WeightsError(f"{checkpoint}: cannot load as {name} weights ({type(e).__name__}: {e})") from e
-        if pretrained:
-            raise WeightsError(
-                f"could not get ImageNet weights for {name} ({type(e).__name__}); offline machines must pass "
-                f"--set {CONFIG_KEY}.backbone_checkpoint=/path/to/{name}.pth, or --set {CONFIG_KEY}.pretrained=false "
-                "to start from random weights") from e
-        raise WeightsError(f"cannot build timm model {name!r} with {args}: {e}") from e
-    if not (pretrained or checkpoint or quiet):
-        log.warning("%s %s has RANDOM weights (%s.pretrained=false): fine for tests, useless for results", what,
-                    name, CONFIG_KEY)
-    return model
+    return create_timm_model(name, pretrained=pretrained, checkpoint=checkpoint, config_key=CONFIG_KEY, what=what,
+                             quiet=quiet, **{**model_args, **(kwargs or {})})
 
 
-def weights_source(name: str, pretrained: bool, checkpoint: str | None) -> dict:
-    """How the backbone was initialised, for the run manifest."""
+def weights_source(name: str, pretrained: bool, checkpoint: str | None, record: dict | None = None) -> dict:
+    """How the backbone was initialised, for the run manifest. `record`: what a file loaded
+    (`load_backbone_weights`); kept without the file's hash, which is not an identity of the run (a resume builds
+    the architecture without reading the file, its checkpoint replaces every weight)."""
     if checkpoint:
-        return {"backbone": name, "weights": "file", "path": str(checkpoint)}
+        out = {"backbone": name, "weights": "file", "path": str(checkpoint)}
+        if record:
+            out["loaded"] = {k: v for k, v in record.items() if k not in ("path", "sha256")}
+        return out
     return {"backbone": name, "weights": "imagenet (timm)" if pretrained else "random"}

@@ -110,5 +110,5 @@ def build_deeplabv3plus(cfg, num_classes: int, quiet: bool = False) -> DeepLabV3
     model = DeepLabV3Plus(backbone, num_classes, channels=cfg.decoder_channels,
                           low_level_channels=cfg.low_level_channels, rates=rates, dropout=cfg.dropout,
                           output_stride=cfg.output_stride)
-    model.source = weights_source(name, cfg.pretrained, cfg.backbone_checkpoint)
+    model.source = weights_source(name, cfg.pretrained, cfg.backbone_checkpoint, backbone.weights_record)
     return model

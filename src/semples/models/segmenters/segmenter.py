@@ -114,7 +114,7 @@ def build_segmenter_linear(cfg, num_classes: int, quiet: bool = False) -> Segmen
     """Segmenter with a linear decoder from a `SegmenterConfig` (`backbone` defaults to DeiT-S/16)."""
     vit, name = _vit(cfg, quiet)
     model = Segmenter(vit, LinearDecoder(vit.embed_dim, num_classes, cfg.dropout), num_classes)
-    model.source = weights_source(name, cfg.pretrained, cfg.backbone_checkpoint)
+    model.source = weights_source(name, cfg.pretrained, cfg.backbone_checkpoint, vit.weights_record)
     return model
 
 
@@ -128,5 +128,5 @@ def build_segmenter_mask(cfg, num_classes: int, quiet: bool = False) -> Segmente
     decoder = MaskTransformerDecoder(vit.embed_dim, num_classes, dim=dim, depth=cfg.decoder_layers, heads=heads,
                                      dropout=cfg.dropout)
     model = Segmenter(vit, decoder, num_classes)
-    model.source = weights_source(name, cfg.pretrained, cfg.backbone_checkpoint)
+    model.source = weights_source(name, cfg.pretrained, cfg.backbone_checkpoint, vit.weights_record)
     return model
