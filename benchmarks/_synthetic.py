@@ -91,24 +91,47 @@ class SeedRuns:
                 prompts=str(self.run_dir(prompts)) if prompts else None))
         return run_dir
 
-    def evaluate(self, name: str, *, sets: tuple[str, ...] = ()) -> dict:
-        """Seeds of run `name` on the training split: `semples cams` + `semples eval-seeds` (metrics.json)."""
-        from semples.steps import cams, seeds
+    def split(self, cfg: Config) -> str:
+        """The split seeds are scored on: ``pipeline.seed_split``, else ``data.eval_split``."""
+        return cfg.pipeline.seed_split or cfg.data.eval_split
+
+    def cams(self, name: str, *, sets: tuple[str, ...] = (), generator: str | Path | None = None) -> Path:
+        """Seeds of run `name` (or of the run folder `generator`, e.g. another benchmark's) on the seed split into
+        ``<seed dir>/cams/<name>`` (`semples cams`; files already there are reused); returns the CAM folder."""
+        from semples.steps import cams as cams_step
+
+        cfg = self.cfg(sets)
+        cam_dir = self.dir / "cams" / name
+        source = Path(generator) if generator is not None else self.run_dir(name)
+        with torch_threads(self.threads):
+            self._timed(f"cams/{name}", lambda: cams_step.run(cfg, source, split=self.split(cfg), out=cam_dir,
+                                                              progress=False))
+        return cam_dir
+
+    def evaluate_cams(self, name: str, cam_dir: Path, *, sets: tuple[str, ...] = ()) -> dict:
+        """`semples eval-seeds` of any CAM folder into ``<seed dir>/eval/<name>`` (its metrics.json, reused when
+        there); returns the metrics."""
+        from semples.steps import seeds
 
         out = self.dir / "eval" / name
         if (out / "metrics.json").is_file():
             return read_json(out / "metrics.json")
         cfg = self.cfg(sets)
-        cam_dir = self.dir / "cams" / name
-        split = cfg.pipeline.seed_split or cfg.data.eval_split
         with torch_threads(self.threads):
-            self._timed(f"cams/{name}", lambda: cams.run(cfg, self.run_dir(name), split=split, out=cam_dir,
-                                                         progress=False))
-            result = self._timed(f"eval/{name}", lambda: seeds.run(cfg, cam_dir, split=split, out=out, samples=0,
-                                                                   progress=False))
+            result = self._timed(f"eval/{name}", lambda: seeds.run(cfg, cam_dir, split=self.split(cfg), out=out,
+                                                                   samples=0, progress=False))
+        return result.metrics
+
+    def evaluate(self, name: str, *, sets: tuple[str, ...] = ()) -> dict:
+        """Seeds of run `name` on the training split: `semples cams` + `semples eval-seeds` (metrics.json)."""
+        out = self.dir / "eval" / name
+        if (out / "metrics.json").is_file():
+            return read_json(out / "metrics.json")
+        cam_dir = self.cams(name, sets=sets)
+        metrics = self.evaluate_cams(name, cam_dir, sets=sets)
         if not self.keep_cams:
             shutil.rmtree(cam_dir, ignore_errors=True)
-        return result.metrics
+        return metrics
 
 
 # ------------------------------------------------------------------------------------------------ reading
