@@ -103,6 +103,29 @@ def test_a_file_where_the_folder_should_be_is_an_output_error(tmp_path):
         FolderLock(tmp_path / "runs" / "tiny" / "classify").acquire()
 
 
+def test_an_unwritable_output_folder_is_an_output_error_naming_it(tmp_path, monkeypatch):
+    """chmod does not stop root (the test machine's user), so the refusal is what the OS says for a read-only
+    place: EACCES from mkdir, and a folder that exists but cannot be written into."""
+    import errno
+    from pathlib import Path
+
+    real = Path.mkdir
+
+    def denied(self, *args, **kwargs):
+        if self.name == "classify":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(OutputError, match=r"ro/tiny/classify: cannot create the run folder \(Permission denied\)"):
+        FolderLock(tmp_path / "ro" / "tiny" / "classify").acquire()
+    monkeypatch.undo()
+    (tmp_path / "ro2").mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(OutputError, match=r"ro2: the run folder is not writable"):
+        FolderLock(tmp_path / "ro2").acquire()
+
+
 def test_a_killed_write_leaves_an_orphan_that_the_next_locked_run_removes(tmp_path):
     folder, started = tmp_path / "run", tmp_path / "started"
     folder.mkdir()
