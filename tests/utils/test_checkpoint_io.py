@@ -77,6 +77,48 @@ def test_torch_c_writer_failures_are_output_errors_too(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_real_full_disk_under_torch_save_is_named_as_such(tmp_path, monkeypatch):
+    """On a full file system (a 1 MiB tmpfs, tried by hand) the OSError of the file's write() is swallowed by
+    torch's C++ writer, which then says only "unexpected pos N vs M"; the message must still say what happened."""
+    import io
+    from types import SimpleNamespace
+
+    path = tmp_path / "checkpoint.pt"
+    atomic_torch_save(ckpt(), path)
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+
+    class Full(io.RawIOBase):  # the disk fills after 1000 bytes
+        def __init__(self, fd):
+            self.real, self.n = real_fdopen(fd, "wb"), 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            if self.n + len(b) > 1000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.n += len(b)
+            return self.real.write(b)
+
+        def fileno(self):
+            return self.real.fileno()
+
+        def close(self):
+            self.real.close()
+            super().close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(fd))
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_bfree=0, f_bavail=0, f_frsize=4096))
+    with pytest.raises(OutputError) as info:
+        atomic_torch_save(ckpt(stage="match", big=torch.zeros(10_000)), path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: cannot write (No space left on device; torch: ") and "\n" not in msg, msg
+    assert msg.endswith("(the previous file is kept)")
+    monkeypatch.undo()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
 def test_written_files_follow_the_umask_not_0600(tmp_path):
     import semples.utils.checkpoint_io as cio
 

@@ -58,13 +58,36 @@ def _atomic(path: Path, write) -> None:
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as e:
+        full = _disk_full(path.parent)  # measured before the temp file is removed (that frees the space again)
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "writ" in str(e)):  # torch's C++ writer
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and _torch_writer_failure(e)):
             old = " (the previous file is kept)" if path.exists() else ""
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
+            if isinstance(e, OSError) and e.strerror:
+                reason = e.strerror
+            elif full:  # torch's C++ writer turns a short write on a full disk into "unexpected pos N vs M"
+                reason = f"No space left on device; torch: {str(e).splitlines()[0][:120]}"
+            else:
+                reason = str(e).splitlines()[0][:200]
             raise OutputError(f"{path}: cannot write ({reason}){old}") from e
         raise
+
+
+def _torch_writer_failure(e: RuntimeError) -> bool:
+    """A RuntimeError of torch's C++ stream writer (PytorchStreamWriter: "file write failed", "unexpected pos")."""
+    text = str(e)
+    return "writ" in text or "inline_container" in text or "unexpected pos" in text
+
+
+def _disk_full(folder: Path, below: int = 1 << 20) -> bool:
+    """Whether the file system of `folder` has less than `below` bytes left for this process (root may use the
+    blocks reserved for it)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize < below
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
