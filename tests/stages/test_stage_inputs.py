@@ -71,7 +71,7 @@ def test_an_unfinished_generator_is_refused_unless_asked(classify_run, tmp_path,
     assert read_checkpoint(tmp_path / "tiny" / "match")["inputs"]["generator"]["finished"] is False
 
 
-def test_older_checkpoints_without_class_names_are_checked_on_the_count(classify_run, tmp_path, capsys):
+def test_older_checkpoints_without_class_names_are_checked_on_the_count(classify_run, tmp_path, capsys, caplog):
     out, run = classify_run
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     del ckpt["classes"]
@@ -79,7 +79,9 @@ def test_older_checkpoints_without_class_names_are_checked_on_the_count(classify
     path.parent.mkdir()
     torch.save(ckpt, path)
     base = ["--config", "tiny", "--set", f"output_dir={tmp_path}", "--no-progress"]
-    assert main(["cams", "--generator", str(path), *base]) == 0
+    with caplog.at_level("WARNING"):
+        assert main(["cams", "--generator", str(path), *base]) == 0
+    assert f"{path} records no class names" in caplog.text and "checked on the class count only" in caplog.text
     assert main(["cams", "--generator", str(path), *base, "--set", "data.synthetic.classes=[boat, plane]",
                  "--out", str(tmp_path / "two")]) == 1
     assert "trained for 6 classes, the dataset has 2" in capsys.readouterr().err

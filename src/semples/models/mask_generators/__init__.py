@@ -15,6 +15,7 @@ and background names): `generator_context` makes one from an experiment config, 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from semples.models.mask_generators.resnet_cam import ResNetCAM, build_resnet_ca
 from semples.models.mask_generators.weaktr import WeakTrViT, build_weaktr
 from semples.utils.checkpoint_io import CheckpointError, read_checkpoint, sha256_file
 from semples.utils.dataclass_config import ConfigError, from_dict
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ def check_class_names(ckpt: dict, class_names) -> None:
     Checkpoints written before the names were recorded are checked on the class count only (by the caller).
     """
     saved = ckpt.get("classes")
+    if saved is None and class_names is not None:
+        log.warning("%s records no class names (written before semples recorded them): checked on the class count "
+                    "only", ckpt.get("path"))
     if saved is None or class_names is None:
         return
     saved, names = [str(n) for n in saved], [str(n) for n in class_names]
