@@ -22,6 +22,8 @@ class CrfConfig:
     bilateral_srgb: float = 5.0  # appearance kernel: colour width (0..255)
     bilateral_compat: float = 3.0
     iterations: int = 10  # mean-field iterations
+    over: Literal["all", "present"] = "all"  # labels the CRF runs over: all 1 + |image labels| (reference), or
+    # only those present in the seed map (semples before this default; differs on a few boundary pixels)
 
 
 @dataclass(frozen=True)
