@@ -69,4 +69,5 @@ def print_report(report: dict) -> None:
     """One line: the split, its size and the mIoU of each evaluated setting."""
     parts = [f"{name} {100 * r['miou']:.2f}" if r["miou"] is not None else f"{name} —"
              for name, r in report["results"].items()]
-    print(f"eval {report['split']} ({report['num_images']} images) mIoU: {', '.join(parts)}")
+    print(f"eval {report['split']} ({report['num_images']} images) mIoU (mean over the classes in the ground truth or "
+          f"the prediction): {', '.join(parts)}")
