@@ -89,7 +89,7 @@ def test_background_first_keeps_objects_over_background_regions():
 
 def test_the_two_orders_agree_where_no_background_region_overlaps_an_object():
     cams, regions = whole_and_parts()
-    image_r, head_r, whole_r, leg_r = 0, 1, 2, 3
+    head_r, whole_r, leg_r = 1, 2, 3
     sub = Regions.from_masks(regions.masks[[head_r, whole_r, leg_r]])  # no whole-image mask: the background-voted
     a, b = region_vote(cams, sub), region_vote(cams, sub, background_first=True)  # leg lies under its object
     assert list(a.region_labels) == [1, 1, 0] and np.array_equal(a.labels, b.labels)

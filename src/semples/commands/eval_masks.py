@@ -13,9 +13,9 @@ Score <masks>/<image id>.png (0 background, 1..K classes, 255 = no label) agains
 with the same confusion-matrix code as eval-seeds: IoU over background + K classes, ground truth 255 ignored.
 Reported per class: IoU, precision, recall; overall: mIoU, pixel accuracy, the false-positive rate on background
 pixels. Predicted 255 counts as a miss; a second view leaves those pixels out ("labelled pixels only", what an
-ignore band buys). mIoU, mean precision and mean recall are means over the classes present in the ground truth or the prediction
-(a class absent from both is left out; precision of a class never predicted and recall of a class predicted but
-absent from the ground truth count as 0).
+ignore band buys). mIoU, mean precision and mean recall are means over the classes present in the ground truth
+or the prediction (a class absent from both is left out; precision of a class never predicted and recall of a
+class predicted but absent from the ground truth count as 0).
 
   semples eval-masks --config voc_semples --masks runs/voc_semples/pseudo_masks/crf/train
   semples eval-masks --config voc_semples --masks runs/voc_semples/segment/predictions --split val --out DIR

@@ -4,5 +4,5 @@ from semples.metrics.confusion import IGNORE_INDEX, MEAN_CONVENTION, ConfusionMa
 from semples.metrics.leak import LeakRate
 from semples.metrics.sweep import SweepResult, ThresholdSweep, seed_labels, threshold_grid
 
-__all__ = ["IGNORE_INDEX", "MEAN_CONVENTION", "ConfusionMatrix", "LeakRate", "SegmentationScores", "SweepResult", "ThresholdSweep",
-           "seed_labels", "threshold_grid"]
+__all__ = ["IGNORE_INDEX", "MEAN_CONVENTION", "ConfusionMatrix", "LeakRate", "SegmentationScores", "SweepResult",
+           "ThresholdSweep", "seed_labels", "threshold_grid"]
