@@ -143,7 +143,7 @@ class SchemeConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """Optimisation of one stage: AdamW (or SGD) + cosine (or poly), epochs, batch, augmentation."""
+    """Optimisation of one stage: AdamW + cosine (or poly), epochs, batch, augmentation."""
 
     epochs: int = 60
     batch_size: int = 64  # per optimiser step, over all processes, before accumulation
@@ -155,8 +155,6 @@ class StageConfig:
     min_lr: float = 0.0  # floor of the decay
     warmup_epochs: float = 0.0
     weight_decay: float = 0.03
-    optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW (betas 0.9, 0.999) or SGD with momentum (Nesterov off)
-    momentum: float = 0.9  # SGD momentum
     grad_accum: int = 1  # micro-batches per optimiser step (batch_size is split across them)
     clip_grad_norm: float | None = None
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke tests, benchmarks)
@@ -293,6 +291,8 @@ class SegmentStageConfig(StageConfig):
     warmup_epochs: float = 1.0
     transform: SegTrainTransformConfig = field(default_factory=SegTrainTransformConfig)  # random scale/crop/flip
     train_split: str | None = None  # split whose images the pseudo masks cover (default: data.train_split)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW (betas 0.9, 0.999) or SGD with momentum (Nesterov off)
+    momentum: float = 0.9  # SGD momentum
     backbone_lr_mult: float = 1.0  # lr of the backbone (encoder) relative to `lr` (heads, decoders)
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)  # not part of the training checkpoint's config

@@ -101,7 +101,7 @@ def param_groups(module: torch.nn.Module, weight_decay: float,
 
 
 def make_optimizer(groups: list[dict], stage_cfg, lr: float) -> torch.optim.Optimizer:
-    """AdamW or SGD (``optimizer``, ``momentum`` of a `StageConfig`) over `groups`."""
+    """AdamW, or SGD when the stage config says so (``optimizer``, ``momentum``: `SegmentStageConfig`)."""
     kind = getattr(stage_cfg, "optimizer", "adamw")
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
