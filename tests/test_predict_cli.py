@@ -131,6 +131,17 @@ def test_predict_crf_option(model_run, tmp_path):
     assert json.loads((tmp_path / "p" / "manifest.json").read_text())["settings"]["crf"] is True
 
 
+def test_predict_crf_without_pydensecrf_fails_before_any_work(model_run, tmp_path, monkeypatch, capsys):
+    import semples.utils.extras as extras
+
+    monkeypatch.setattr(extras, "_installed", lambda m: m != "pydensecrf.densecrf")
+    Image.new("RGB", (40, 30)).save(tmp_path / "x.png")
+    assert main(["predict", "--model", str(model_run), "--images", str(tmp_path / "x.png"), "--out",
+                 str(tmp_path / "p"), "--crf"]) == 1
+    assert "pip install 'semples[infer]'" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()  # refused before the model is loaded or a folder is made
+
+
 def test_predict_seeds_of_a_mask_generator(tmp_path, capsys):
     assert main(["train", "--stage", "classify", "--config", "tiny", "--set", f"output_dir={tmp_path}"]) == 0
     cfg = load_config("tiny")
@@ -151,3 +162,29 @@ def test_predict_seeds_of_a_mask_generator(tmp_path, capsys):
     assert main(["predict", "--seeds", str(run), "--images", str(tmp_path / "x.png"), "--out",
                  str(tmp_path / "seeds3"), "--classes", "unicorn"]) == 2
     assert "unknown class 'unicorn'" in capsys.readouterr().err
+
+
+@pytest.mark.distributed
+def test_two_processes_share_the_images(model_run, tmp_path):
+    """torchrun with two CPU processes: the runner's groups are split between them, every image written once."""
+    import subprocess
+    import sys
+
+    cfg = load_config("tiny")
+    val = build_dataset(cfg.data, "val")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(len(val)):
+        val.load_image(i).save(images / f"{val.ids[i]}.png")
+    for i in range(12):  # more than one group of 8
+        val.load_image(i % len(val)).save(images / f"copy_{i:02d}.png")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    ddp = subprocess.run([*torchrun, "-m", "semples", "predict", "--model", str(model_run), "--images", str(images),
+                          "--out", str(tmp_path / "ddp"), "--no-progress"], capture_output=True, text=True,
+                         timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
+    assert manifest["last_run"]["processes"] == 2 and manifest["counts"]["present"] == len(val) + 12
+    assert main(["predict", "--model", str(model_run), "--images", str(images), "--out", str(tmp_path / "one")]) == 0
+    for p in (tmp_path / "one" / "masks").glob("*.png"):
+        assert np.array_equal(read_mask(p, 6), read_mask(tmp_path / "ddp" / "masks" / p.name, 6))

@@ -81,6 +81,10 @@ def run(cfg: Config, model: str | Path, images: list[str], out: str | Path, *, s
         CheckpointError: the run folder holds no model of the asked kind.
         ReuseError: `out` holds predictions of another model or other settings (unless `force`).
     """
+    if settings is not None and settings.crf:  # before any work, not at the first image
+        from semples.utils.extras import require
+
+        require(["pydensecrf.densecrf"], "semples predict --crf")
     ckpt = read_checkpoint(model)
     if seeds:
         from semples.models.mask_generators import checkpoint_record, generator_context, load_generator
