@@ -242,3 +242,35 @@ def test_a_checkpoint_of_the_hand_written_deeplab_is_refused_clearly(tmp_path):
                 "modules": {"segmenter": {}}}, tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="older semples .*train-seg --force"):
         load_segmenter(tmp_path, SegmenterConfig(), 4)
+
+
+def test_voc_semples_final_model_is_the_papers_mask2former_swin_l_and_deeplab_preset_is_deeplabs_recipe():
+    """The presets as docs/segmentation.md states them; the Swin-L model is built on the meta device (no memory),
+    and its size is the official Mask2Former Swin-L's (216M parameters, 195M of them the backbone)."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    from semples.config import load_config
+    from semples.models.segmenters.mask2former import hf_config
+
+    seg = load_config("voc_semples").segment
+    assert seg.model.arch == "mask2former" and seg.model.hf_weights == "microsoft/swin-large-patch4-window12-384-in22k"
+    assert (seg.optimizer, seg.lr, seg.backbone_lr_mult, seg.weight_decay, seg.clip_grad_norm, seg.schedule,
+            seg.warmup_epochs, seg.batch_size, seg.transform.crop_size) == \
+        ("adamw", 1e-4, 0.1, 0.05, 0.01, "poly", 0.0, 16, 512)
+    config = hf_config(seg.model, 21)
+    swin = config.backbone_config
+    assert (swin.embed_dim, list(swin.depths), list(swin.num_heads), swin.window_size, swin.image_size) == \
+        (192, [2, 2, 18, 2], [6, 12, 24, 48], 12, 384)
+    assert (config.num_queries, config.decoder_layers, config.class_weight, config.mask_weight, config.dice_weight,
+            config.no_object_weight, config.train_num_points) == (100, 10, 2.0, 5.0, 5.0, 0.1, 12544)
+    with torch.device("meta"):
+        model = Mask2FormerForUniversalSegmentation(config)
+    total = sum(p.numel() for p in model.parameters())
+    backbone = sum(p.numel() for p in model.model.pixel_level_module.encoder.parameters())
+    assert 214e6 < total < 217e6 and 194e6 < backbone < 197e6
+
+    deeplab = load_config("voc_semples_deeplab").segment
+    assert (deeplab.model.arch, deeplab.model.encoder, deeplab.model.output_stride) == \
+        ("deeplabv3plus", "tu-resnet101", 16)
+    assert (deeplab.optimizer, deeplab.momentum, deeplab.lr, deeplab.backbone_lr_mult, deeplab.weight_decay,
+            deeplab.schedule, deeplab.poly_power) == ("sgd", 0.9, 0.01, 0.1, 1e-4, "poly", 0.9)
