@@ -39,3 +39,10 @@ def test_where_every_class_is_in_the_ground_truth_nothing_changes():
     np.testing.assert_allclose(s.recall, np.diag(m) / m.sum(1))
     np.testing.assert_allclose(s.precision, np.diag(m) / m.sum(0))
     assert s.mean_recall == pytest.approx(np.mean(np.diag(m) / m.sum(1)))
+
+
+def test_the_run_summary_states_the_convention():
+    from semples.pipeline import run_summary
+
+    text = run_summary("x", {"steps": {"eval-seeds": {"outputs": {"miou": 0.5, "dir": "d"}}}})
+    assert "| eval-seeds | d | 50.0 |" in text and MEAN_CONVENTION[1:] in text
