@@ -188,3 +188,25 @@ def test_two_processes_share_the_images(model_run, tmp_path):
     assert main(["predict", "--model", str(model_run), "--images", str(images), "--out", str(tmp_path / "one")]) == 0
     for p in (tmp_path / "one" / "masks").glob("*.png"):
         assert np.array_equal(read_mask(p, 6), read_mask(tmp_path / "ddp" / "masks" / p.name, 6))
+
+
+@pytest.mark.slow
+def test_the_readme_command_works_on_the_demo_model(tmp_path, monkeypatch):
+    """README: `semples predict --model semples-demo/runs/synth_demo/segment --images <a folder> --out preds/` after
+    `semples demo` (here its reduced config under the full demo's experiment name, so the path is the README's)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "semples predict --model semples-demo/runs/synth_demo/segment --images" in " ".join(readme.split())
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--config", "synth_demo_tiny", "--set", "experiment=synth_demo"]) == 0
+    (tmp_path / "photos").mkdir()
+    cfg = load_config("synth_demo_tiny")
+    val = build_dataset(cfg.data, "val")
+    for i in range(3):
+        val.load_image(i).save(tmp_path / "photos" / f"{i}.png")
+    Image.new("L", (50, 70), 128).save(tmp_path / "photos" / "gray.png")
+    assert main(["predict", "--model", "semples-demo/runs/synth_demo/segment", "--images", "photos", "--out",
+                 "preds/"]) == 0
+    assert sorted(p.stem for p in (tmp_path / "preds" / "masks").glob("*.png")) == ["0", "1", "2", "gray"]
+    assert json.loads((tmp_path / "preds" / "areas.json").read_text())["classes"] == CLASSES
