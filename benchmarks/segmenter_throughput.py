@@ -10,7 +10,9 @@ the hand-written model's kind).
 A train step = the segment stage's loss (cross-entropy), backward and an AdamW step on a batch of random images
 and masks; predict = `semples.infer.segment.segment_probs` at one scale on one image, under no_grad. Each round
 times every model once per measure, in an order that alternates between rounds; the figures are medians over
-rounds and the paired ratio SMP / hand-written (mean and 95% interval over rounds).
+rounds and the paired ratio SMP / hand-written (mean and 95% interval over rounds). Both wall time and this
+process's CPU time are taken: on a machine shared with other jobs the CPU time (with ``--threads 1``, so no
+thread spins on a barrier) measures the work each model needs, the wall time also the others' load.
 
     python benchmarks/segmenter_throughput.py --rounds 7
     python benchmarks/segmenter_throughput.py --size default --rounds 5      (ResNet-101, 256 wide)
@@ -86,15 +88,16 @@ def train_step_seconds(model, batch: int, crop: int, num_classes: int, steps: in
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, crop, crop, generator=g)
     y = torch.randint(0, num_classes, (batch, crop, crop), generator=g)
-    times = []
+    times, cpu = [], []
     for _ in range(steps + 1):  # the first step warms up (allocator, oneDNN kernels)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         loss = segmentation_cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
-    return float(np.median(times[1:]))
+        cpu.append(time.process_time() - c)
+    return float(np.median(times[1:])), float(np.median(cpu[1:]))
 
 
 @torch.no_grad()
@@ -104,10 +107,10 @@ def predict_images_per_second(model, size: tuple[int, int], images: int) -> floa
     model.eval()
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(2))
     segment_probs(model, x)  # warm-up
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(images):
         segment_probs(model, x).argmax(1)
-    return images / (time.perf_counter() - t)
+    return images / (time.perf_counter() - t), images / (time.process_time() - c)
 
 
 def main() -> None:
@@ -126,27 +129,30 @@ def main() -> None:
     models = {kind: build(kind, size, k) for kind in kinds}
     params = {kind: sum(p.numel() for p in m.parameters()) for kind, m in models.items()}
     loads = [read_load()[0]]
-    step: dict[str, list[float]] = {kind: [] for kind in kinds}
-    rate: dict[str, list[float]] = {kind: [] for kind in kinds}
+    figures = {name: {kind: [] for kind in kinds} for name in ("step_wall", "step_cpu", "rate_wall", "rate_cpu")}
     for r in range(args.rounds):
         order = kinds if r % 2 == 0 else kinds[::-1]  # interleaved, alternating order
         for kind in order:
-            step[kind].append(train_step_seconds(models[kind], size["batch"], size["crop"], k, args.steps))
-            rate[kind].append(predict_images_per_second(models[kind], size["predict"], args.images))
+            wall, cpu = train_step_seconds(models[kind], size["batch"], size["crop"], k, args.steps)
+            figures["step_wall"][kind].append(wall)
+            figures["step_cpu"][kind].append(cpu)
+            wall, cpu = predict_images_per_second(models[kind], size["predict"], args.images)
+            figures["rate_wall"][kind].append(wall)
+            figures["rate_cpu"][kind].append(cpu)
         loads.append(read_load()[0])
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{kind} {step[kind][-1]:.3f} s/step "
-                                                           f"{rate[kind][-1]:.2f} img/s" for kind in kinds),
-              flush=True)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{kind} {figures['step_cpu'][kind][-1]:.3f} cpu-s/step {figures['rate_cpu'][kind][-1]:.2f} img/cpu-s"
+            for kind in kinds), flush=True)
     base = "hand-written"
     result = {"size": args.size, "settings": {**size, "predict": list(size["predict"])}, "rounds": args.rounds,
               "threads": torch.get_num_threads(), "load_1min": {"min": min(loads), "max": max(loads),
                                                                   "median": float(np.median(loads))},
               "parameters": params, "models": {}}
     for kind in kinds:
-        entry = {"train_s_per_step": float(np.median(step[kind])), "predict_images_per_s": float(np.median(rate[kind]))}
+        entry = {f"median_{name}": float(np.median(values[kind])) for name, values in figures.items()}
         if kind != base:
-            entry["step_time_ratio_vs_hand_written"] = paired([a / b for a, b in zip(step[kind], step[base])])
-            entry["predict_rate_ratio_vs_hand_written"] = paired([a / b for a, b in zip(rate[kind], rate[base])])
+            for name, values in figures.items():
+                entry[f"ratio_{name}_vs_hand_written"] = paired([a / b for a, b in zip(values[kind], values[base])])
         result["models"][kind] = entry
     print(json.dumps(result, indent=1))
     if args.out:
