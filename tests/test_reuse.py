@@ -59,3 +59,29 @@ def test_refine_init_and_config_keys_are_checked(trained, capsys):
     assert main(["train", "--scheme", "sequential", *base]) == 0  # back to the recorded settings: all reused
     assert capsys.readouterr().out.count("skipped") == 4
 
+
+
+def test_a_clip_whose_weights_changed_under_the_same_name_is_another_input(tmp_path, capsys):
+    """Retraining the toy CLIP (same arch name, new weights file) must not reuse stages trained on the old one."""
+    import shutil
+
+    tiny_clip = ["--set", "model.vision_width=32", "--set", "model.vision_layers=1", "--set",
+                 "model.vision_head_width=16", "--set", "model.text_width=16", "--set", "model.text_heads=2", "--set",
+                 "model.text_layers=1", "--set", "model.embed_dim=16", "--set", "train.batch_size=8", "--set",
+                 "train.num_workers=0", "--set", "train.warmup_steps=1", "--set", "train.steps=1", "--no-probe"]
+    for name, seed in (("a", 0), ("b", 1)):
+        assert main(["synth", "train-clip", "--out", str(tmp_path / name), "--set", f"seed={seed}", *tiny_clip]) == 0
+    clip = tmp_path / "clip"
+    shutil.copytree(tmp_path / "a", clip)
+    base = ["--config", "tiny", "--set", f"output_dir={tmp_path}", "--set", f"clip.arch=local-dir:{clip}",
+            "--set", "prompts.length=2"]
+    assert main(["train", "--stage", "classify", *base]) == 0
+    match = ["train", "--stage", "match", "--generator", str(tmp_path / "tiny" / "classify"), *base]
+    assert main(match) == 0
+    capsys.readouterr()
+    assert main(match) == 0 and "skipped" in capsys.readouterr().out  # same weights: reused
+    weights = "open_clip_model.safetensors"
+    shutil.copy(tmp_path / "b" / weights, clip / weights)  # new weights, same folder and name
+    assert main(match) == 1
+    err = capsys.readouterr().err
+    assert "input frozen.clip" in err and sha256_file(clip / weights)[:12] in err and "--force" in err

@@ -158,6 +158,8 @@ class StageConfig:
     grad_accum: int = 1  # micro-batches per optimiser step (batch_size is split across them)
     clip_grad_norm: float | None = None
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke tests, benchmarks)
+    order_seed: int | None = None  # seed of the data order alone (None: the experiment's `seed`); augmentation
+    # and model randomness keep `seed` — the noise-floor knob of benchmarks/synthetic_ablation.py
     checkpoint_every_steps: int | None = None  # extra mid-epoch checkpoints (long epochs); one per epoch always
     transform: TrainTransformConfig = field(default_factory=TrainTransformConfig)
 

@@ -83,3 +83,34 @@ def test_report_files(tmp_path):
     assert md.count("\n| 0.") >= 95  # the whole curve
     assert (tmp_path / "eval" / "threshold_curve.png").stat().st_size > 1000
     assert metrics["bg_false_positive_rate"] == pytest.approx(0.0)
+
+
+def test_the_leak_rate_is_reported_for_datasets_that_know_their_backgrounds(tmp_path):
+    from semples.config import load_config
+    from semples.data import build_dataset
+    from semples.metrics import LeakRate
+    from semples.metrics.sweep import seed_labels
+
+    ds = build_dataset(load_config("tiny").data, "train")
+    rng = np.random.default_rng(1)
+    for i, image_id in enumerate(ds.ids):  # noisy seeds that spill onto the background
+        classes = np.flatnonzero(ds.labels(i))
+        mask = ds.load_mask(i)
+        cams = np.stack([0.6 * (mask == c + 1) + 0.5 * rng.random(mask.shape) for c in classes])
+        save_cam(cam_path(tmp_path / "cams", image_id), cams.astype(np.float32), classes)
+    ev = evaluate_seeds(tmp_path / "cams", ds, threshold_grid(0.0, 0.95, 0.05), progress=False)
+    metrics = write_seed_report(tmp_path / "eval", ev, cams_dir=tmp_path / "cams", split="train",
+                                dataset_name=ds.name)
+    by_hand = LeakRate(ds.class_background)
+    for i, image_id in enumerate(ds.ids):
+        from semples.infer.cam_io import load_cam
+
+        cams, classes = load_cam(cam_path(tmp_path / "cams", image_id))
+        by_hand.update(seed_labels(cams, ev.threshold, classes), ds.load_mask(i), ds.background_map(i), ds.labels(i))
+    assert metrics["leak"]["threshold"] == pytest.approx(ev.threshold)
+    assert metrics["leak"]["per_class"] == by_hand.to_dict(list(ds.classes.names))["per_class"]
+    assert "leak rate at t" in (tmp_path / "eval" / "metrics.md").read_text()
+    # datasets without background types have no leak entry
+    toy = ToyDataset(n=3)
+    write_seeds(toy, tmp_path / "toy")
+    assert evaluate_seeds(tmp_path / "toy", toy, threshold_grid(0, 0.9, 0.1), progress=False).leak is None

@@ -123,17 +123,21 @@ def join_state(modules: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.T
     return {f"{head}.{rest}": v for head, sd in modules.items() for rest, v in sd.items()}
 
 
-def reuse_differences(state: dict, config_dict: dict, inputs: dict | None) -> list[str]:
+def reuse_differences(state: dict, config_dict: dict, inputs: dict | None, frozen: dict | None = None) -> list[str]:
     """What differs between a checkpoint and the run asked for now: "key: old -> new" for config keys (those in
-    `RESUME_TOLERANT_KEYS` left out) and "input NAME: old (sha256 …) -> new (sha256 …)" for inputs."""
-    old_config, old_inputs = state.get("config", {}), state.get("inputs", {})
+    `RESUME_TOLERANT_KEYS` left out) and "input NAME: old (sha256 …) -> new (sha256 …)" for inputs — the frozen
+    parts included (``frozen``: the stage's `describe()["frozen"]`), so a CLIP whose weights file changed under the
+    same name is another input."""
+    old_config = state.get("config", {})
+    old_inputs = {**state.get("inputs", {}), "frozen": state.get("frozen", {})}
+    new_inputs = {**(inputs or {}), "frozen": frozen or {}}
     ignore = RESUME_TOLERANT_KEYS
     if state.get("reuse_version", 1) < REUSE_VERSION:  # older record: only what it recorded
         recorded = set(flatten(old_config))
         ignore = (*ignore, *(k for k in flatten(config_dict) if k not in recorded))
         return (describe_config_differences(old_config, config_dict, ignore)
-                + input_differences(old_inputs, inputs or {}, only_recorded=True))
-    return describe_config_differences(old_config, config_dict, ignore) + input_differences(old_inputs, inputs or {})
+                + input_differences(old_inputs, new_inputs, only_recorded=True))
+    return describe_config_differences(old_config, config_dict, ignore) + input_differences(old_inputs, new_inputs)
 
 
 def _git_commit() -> str | None:
@@ -186,7 +190,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     state = None
     if ckpt_path.exists() and not force:
         state = read_checkpoint(ckpt_path)
-        diff = reuse_differences(state, config_dict, inputs)
+        frozen_now = stage.describe().get("frozen", {}) if hasattr(stage, "describe") else {}
+        diff = reuse_differences(state, config_dict, inputs, frozen_now)
         if state.get("finished"):
             if diff:
                 raise reuse_error(f"{ckpt_path} (finished)", diff, "choose another --run-dir (or experiment)")
@@ -205,7 +210,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
         raise ConfigError(f"batch_size {global_batch} must be divisible by processes ({world}) × grad_accum "
                               f"({stage_cfg.grad_accum})")
     micro = global_batch // (world * stage_cfg.grad_accum)
-    sampler = EpochShardSampler(len(dataset), global_batch, seed=seed, rank=rank, world=world)
+    order_seed = seed if getattr(stage_cfg, "order_seed", None) is None else stage_cfg.order_seed
+    sampler = EpochShardSampler(len(dataset), global_batch, seed=order_seed, rank=rank, world=world)
     steps_per_epoch = sampler.steps_per_epoch
     if steps_per_epoch == 0:
         raise ConfigError(f"stage {name}: the dataset has {len(dataset)} items, fewer than one batch of "

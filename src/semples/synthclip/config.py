@@ -82,6 +82,9 @@ class PairStreamConfig:
     null_captions: tuple[str, ...] = ("a blank image.", "a grey image.")
     object_removed_prob: float = 0.0  # share of pairs showing a world image whose objects are greyed out (soft,
     # dilated masks, as (1 - M) * X), captioned with its background(s) only ("a photo of grass.")
+    objects_on_grey_prob: float = 0.0  # share of pairs showing a world image whose background is greyed out
+    # entirely (its objects cut out onto the mask-fill grey), captioned as cut-outs are: "... on a grey background."
+    grey_caption_suffix: str = " on a grey background"  # inserted before the final "." of those captions
     crop_scale: tuple[float, float] = (0.8, 1.0)  # random crop: side fraction range, per axis
     flip_prob: float = 0.5
     grey_prob: float = 0.3  # share of images whose background is partly greyed (masked inputs stay in distribution)
@@ -93,13 +96,14 @@ class PairStreamConfig:
     region_min_share: float = 0.5  # region term: a patch belongs to an object when this share of it is the object
 
     def validate(self) -> None:
-        for name in ("background_only_prob", "blank_prob", "object_removed_prob", "flip_prob", "grey_prob",
-                     "grey_all_prob", "imagenet_norm_prob", "antialias_prob"):
+        for name in ("background_only_prob", "blank_prob", "object_removed_prob", "objects_on_grey_prob",
+                     "flip_prob", "grey_prob", "grey_all_prob", "imagenet_norm_prob", "antialias_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"pairs.{name} must be in [0, 1], got {v}")
-        if self.background_only_prob + self.blank_prob + self.object_removed_prob > 1.0:
-            raise ConfigError("pairs.background_only_prob + blank_prob + object_removed_prob must be <= 1")
+        if self.background_only_prob + self.blank_prob + self.object_removed_prob + self.objects_on_grey_prob > 1.0:
+            raise ConfigError("pairs.background_only_prob + blank_prob + object_removed_prob + objects_on_grey_prob "
+                              "must be <= 1")
         if self.blank_prob > 0 and not self.null_captions:
             raise ConfigError("pairs.null_captions must name at least one caption when pairs.blank_prob > 0")
         lo, hi = self.crop_scale

@@ -50,13 +50,14 @@ def clip_input(image: np.ndarray, rng: np.random.Generator, cfg: PairStreamConfi
 
 
 def clip_view(image: np.ndarray, rng: np.random.Generator, cfg: PairStreamConfig, size: int,
-              label_map: np.ndarray | None = None, remove_objects: bool = False
+              label_map: np.ndarray | None = None, remove_objects: bool = False, grey_background: bool = False
               ) -> tuple[torch.Tensor, np.ndarray | None]:
     """One world image as the image tower sees it during training, and its label map cropped and flipped alike.
 
     Greying multiplies background pixels (``label_map`` 0) of the *normalised* image by a soft field, as
     SemPLeS's masks do, so greyed pixels take the normalisation's mean colour — the world's mask-fill grey.
-    With `remove_objects` the objects are greyed out instead (`removal_field`), as (1 − M) ⊙ X does.
+    With `remove_objects` the objects are greyed out instead (`removal_field`), as (1 − M) ⊙ X does; with
+    `grey_background` every background pixel is greyed (the objects cut out onto the mask-fill grey).
 
     Shape: image (H, W, 3) uint8; label_map (H, W) uint8 (0 = no object, c + 1 = class c) or None ->
     ((3, size, size) float32, the label map's (h, w) crop or None).
@@ -75,6 +76,8 @@ def clip_view(image: np.ndarray, rng: np.random.Generator, cfg: PairStreamConfig
     x = normalize(x, "imagenet" if rng.random() < cfg.imagenet_norm_prob else "clip")
     if remove_objects and keep_obj is not None:
         x = x * torch.from_numpy(np.ascontiguousarray(removal_field(rng, keep_obj)))[None]
+    elif grey_background and keep_obj is not None:
+        x = x * torch.from_numpy(np.ascontiguousarray(keep_obj.astype(np.float32)))[None]
     elif rng.random() < cfg.grey_prob:
         keep = np.zeros((ch, cw), np.float32) if rng.random() < cfg.grey_all_prob else grey_field(rng, ch, cw)
         if keep_obj is not None:
@@ -146,6 +149,8 @@ class PairStream(torch.utils.data.Dataset):
             return "blank"
         if u < c.background_only_prob + c.blank_prob + c.object_removed_prob:
             return "objects_removed"
+        if u < c.background_only_prob + c.blank_prob + c.object_removed_prob + c.objects_on_grey_prob:
+            return "objects_on_grey"
         return "item"
 
     def _pair_rng(self, index: int, epoch: int) -> np.random.Generator:
@@ -177,6 +182,9 @@ class PairStream(torch.utils.data.Dataset):
         item = self.world.generate(self.cfg.split, index)
         if kind == "objects_removed":
             return item.image, self.world.backgrounds_caption(self.cfg.split, index, epoch, item=item), item.mask
+        if kind == "objects_on_grey":
+            caption = self.world.objects_caption(self.cfg.split, index, epoch, item=item)
+            return item.image, caption[:-1] + self.cfg.grey_caption_suffix + ".", item.mask
         caption = self.world.caption(self.cfg.split, index, variant=epoch, item=item)
         return item.image, caption, item.mask
 
@@ -184,8 +192,10 @@ class PairStream(torch.utils.data.Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         image, caption, label_map = self.pair(index, epoch)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch, index, 11]))
-        removed = label_map is not None and self.kind(index, epoch) == "objects_removed"
-        x, labels = clip_view(image, rng, self.cfg, self.image_size, label_map, remove_objects=removed)
+        kind = self.kind(index, epoch) if label_map is not None else "other"
+        removed = kind == "objects_removed"
+        x, labels = clip_view(image, rng, self.cfg, self.image_size, label_map, remove_objects=removed,
+                              grey_background=kind == "objects_on_grey")
         out = {"image": x, "caption": caption, "index": index, "background_only": label_map is None}
         if self.patch_size:
             out["patch_labels"] = patch_labels(None if removed else labels, self.image_size, self.patch_size,

@@ -219,7 +219,8 @@ def export_local_dir(model: nn.Module, cfg: SynthClipConfig, out: str | Path, pr
              for k, v in model.state_dict().items()}
     info = {}
     if cfg.export.zero_unused_tokens:
-        keep = sorted(world_token_ids(SyntheticWorld(cfg.world), make_tokenizer(cfg), cfg.pairs.null_captions))
+        extra = (*cfg.pairs.null_captions, f"a cow{cfg.pairs.grey_caption_suffix}.")
+        keep = sorted(world_token_ids(SyntheticWorld(cfg.world), make_tokenizer(cfg), extra))
         emb = state["token_embedding.weight"]
         zeroed = torch.zeros_like(emb)
         zeroed[keep] = emb[keep]

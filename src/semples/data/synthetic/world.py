@@ -343,6 +343,17 @@ class SyntheticWorld:
         return captions.web_caption(rng, counts, [self.background_names[b] for b in item.backgrounds],
                                     self.cfg.caption_background_prob, self.cfg.caption_partial_prob)
 
+    def objects_caption(self, split: str, index: int, variant: int = 0, item: SyntheticItem | None = None) -> str:
+        """A caption of item `index` naming its visible objects and never its background(s)."""
+        item = item if item is not None else self.generate(split, index, render=False)
+        rng = self._rng(split, index, 4, variant)
+        counts: dict[str, int] = {}
+        for o in item.objects:
+            if o.visible > 0:
+                name = self.class_names[o.class_index]
+                counts[name] = counts.get(name, 0) + 1
+        return captions.web_caption(rng, counts, [], 0.0, self.cfg.caption_partial_prob)
+
     def backgrounds_caption(self, split: str, index: int, variant: int = 0,
                             item: SyntheticItem | None = None) -> str:
         """A caption naming only the background(s) of item `index` (its objects taken out), e.g. "grass." """
