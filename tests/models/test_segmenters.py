@@ -116,6 +116,20 @@ def test_offline_imagenet_encoder_names_what_to_pass(name, monkeypatch):
         build_segmenter(tiny_segmenter_cfg(name, pretrained=True), 21)
 
 
+def test_offline_smp_native_encoder_names_what_to_pass(monkeypatch):
+    """SMP's own encoders (no tu- prefix) fetch their ImageNet weights from the HF hub: offline, the same error."""
+    import segmentation_models_pytorch.encoders as smp_encoders
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError("cannot reach the hub and the file is not in the local cache")
+
+    monkeypatch.setattr(smp_encoders, "hf_hub_download", offline)
+    cfg = SegmenterConfig(arch="unet", encoder="resnet18", pretrained=True)
+    with pytest.raises(WeightsError, match=r"encoder resnet18 .*backbone_checkpoint=/path/to/resnet18\.pth"):
+        build_segmenter(cfg, 3)
+
+
 def test_offline_hub_id_of_mask2former_names_a_local_folder(monkeypatch):
     import transformers
 
