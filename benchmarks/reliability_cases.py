@@ -200,7 +200,7 @@ def _segmenter_backbone_run(tmp: Path, state: dict) -> Run:
 @case("silent")
 def segmenter_backbone_file_matching_nothing(tmp):
     return error_line(_segmenter_backbone_run(tmp, {f"layer{i}.weight": torch.randn(4, 4) for i in range(4)}),
-                      "backbone")
+                      "backbone.pth", "fit")
 
 
 @case("silent")

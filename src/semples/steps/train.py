@@ -91,7 +91,8 @@ class TrainingSession:
             built.stage, data, stage_cfg, run_dir=run_dir, accelerator=self.accelerator, seed=cfg.seed,
             num_workers=cfg.data.num_workers, log_every=cfg.log_every, config_dict=cls.recorded_config(cfg),
             config_yaml=dump_config(cfg), inputs=built.inputs, resume=resume, force=force,
-            classes=list(self.dataset.classes.names))
+            classes=list(self.dataset.classes.names), tensorboard=cfg.log.tensorboard,
+            sample_images=cfg.log.sample_images)
         self.results[folder or stage_name] = result
         bad = bad_items_report(self.dataset)
         if bad and self.accelerator.is_main_process:
