@@ -47,6 +47,7 @@ class ClipConfig:
     block_type: Literal["custom", "default"] = "custom"  # "custom" = SDPA attention (same weights, faster)
     cache_dir: str | None = None  # where open_clip looks for downloaded weights
     class_template: str = "a photo of {}."  # text t_k for u^f (the class name fills {})
+    compile: Literal["default", "reduce-overhead", "max-autotune"] | None = None  # torch.compile the towers
 
 
 @dataclass(frozen=True)

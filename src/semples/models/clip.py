@@ -252,6 +252,11 @@ def load_clip(cfg, device: str | torch.device = "cpu") -> FrozenCLIP:
     else:
         log.warning("CLIP %s has RANDOM weights (clip.pretrained=%r): fine for tests, meaningless for results",
                     cfg.arch, cfg.pretrained)
+    if getattr(cfg, "compile", None):
+        from semples.models.compile import compile_clip
+
+        compiled = compile_clip(model, cfg.compile)
+        log.info("CLIP %s: torch.compile (%s) of %s", cfg.arch, cfg.compile, ", ".join(compiled))
     tokenizer = _tokenizer_for(cfg.arch, model_cfg)
     source = {"arch": cfg.arch, "pretrained": cfg.pretrained, "file": str(weights_file) if weights_file else None,
               "sha256": sha, "block_type": cfg.block_type}
