@@ -235,6 +235,8 @@ class SegmenterConfig:
     dropout: float = 0.1  # dropout in the decoder
     drop_path: float = 0.1  # stochastic depth of a ViT backbone (Segmenter)
     sync_bn: bool = True  # BatchNorm statistics over all GPUs when training on several (CUDA only)
+    channels_last: bool | None = None  # train in channels_last memory format (unset = off); evaluation of
+    # convolutional models always runs channels_last
 
 
 @dataclass(frozen=True)

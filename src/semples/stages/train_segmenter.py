@@ -64,6 +64,8 @@ def build_segment_stage(seg_cfg, num_classes: int, *, sync_bn: bool = False,
         model = build_segmenter(dataclasses.replace(seg_cfg, pretrained=False, backbone_checkpoint=None), num_classes,
                                 quiet=True)
         model.source = weights_source(model.source["backbone"], seg_cfg.pretrained, seg_cfg.backbone_checkpoint)
+    if getattr(seg_cfg, "channels_last", None):
+        model = model.to(memory_format=torch.channels_last)  # convolutions then run NHWC, forward and backward
     if sync_bn:
         source = model.source
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

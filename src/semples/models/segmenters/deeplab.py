@@ -72,6 +72,8 @@ class DeepLabV3PlusDecoder(nn.Module):
 class DeepLabV3Plus(SegmentationModel):
     """DeepLabV3+ on a timm feature backbone that returns (stride-4, deepest) feature maps.
 
+    Evaluation forwards run in channels_last (`SegmentationModel.channels_last_inference`).
+
     Args:
         backbone: a timm ``features_only`` model with two outputs (low level, high level).
         num_classes: C (background included).
@@ -90,6 +92,7 @@ class DeepLabV3Plus(SegmentationModel):
         self.output_stride = int(backbone.feature_info.reduction()[0])  # logits come at the low-level stride
         self.deep_stride = output_stride
         self.size_multiple = 1  # convolutions take any size
+        self.channels_last_inference = True
         self.source = {}
 
     def forward_grid(self, images: torch.Tensor) -> torch.Tensor:
