@@ -9,7 +9,8 @@ other jobs hits all alike), on the views of one H x W image at the given scales:
                 which every forward took before the lean path existed)
   lean          `multiscale_cams` with the lean path (what `semples cams` runs now, under inference mode)
 
-and prints each variant's time over plain's per round (median and range over rounds). Peak memory: the growth of
+and prints each variant's time over plain's per round (median and range over rounds), in wall time and in the
+process's CPU time (the steadier figure on a shared machine; use --threads 1 there). Peak memory: the growth of
 the process's peak RSS during one image of each variant (Linux: the peak is reset through /proc/self/clear_refs
 before each variant; freed memory goes back to the system between variants, so the figures do not add up).
 
@@ -23,14 +24,13 @@ import gc
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import read_load  # noqa: E402
+from _common import ratio_stats, read_load, timed_call  # noqa: E402
 
 VARIANTS = ("plain", "materialised", "lean")
 
@@ -121,19 +121,20 @@ def main(argv: list[str] | None = None) -> None:
           f"{torch.get_num_threads()}, image {size[0]}x{size[1]}, scales {args.scales} + flips, load {load0}")
     for fn in fns.values():  # warm-up
         fn()
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            w, c = timed_call(fn)
+            wall[name].append(w)
+            cpu[name].append(c)
     print(f"load after: {read_load()}")
     for name in VARIANTS:
-        ratios = [t / p for t, p in zip(times[name], times["plain"])]
-        print(f"  {name:<13s} s/image median {statistics.median(times[name]):6.2f}   / plain: median "
-              f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})")
-    r = [m / lean for m, lean in zip(times["materialised"], times["lean"])]
-    print(f"  materialised / lean: median {statistics.median(r):.2f} (range {min(r):.2f}-{max(r):.2f})")
+        print(f"  {name:<13s} s/image wall {statistics.median(wall[name]):6.2f}, CPU "
+              f"{statistics.median(cpu[name]):6.2f}   / plain: wall {ratio_stats(wall[name], wall['plain'])}, "
+              f"CPU {ratio_stats(cpu[name], cpu['plain'])}")
+    print(f"  materialised / lean: wall {ratio_stats(wall['materialised'], wall['lean'])}, CPU "
+          f"{ratio_stats(cpu['materialised'], cpu['lean'])}")
     if not args.no_memory:
         for name, fn in fns.items():
             gib = peak_rss_growth_gib(fn)

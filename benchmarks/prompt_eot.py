@@ -3,7 +3,8 @@
 Setup of benchmarks/step_throughput.py (CLIP ViT-B/32 and DeiT-S/16 WeakTr with RANDOM weights, VOC's 20 classes,
 batch 8 at 224 px, prompts of length 30 in "a photo of {}." = 36 of 77 positions). Interleaved in one process
 (full, cut, full, cut, ...): one optimiser step of stage prompt each, and the text forward + backward alone.
-Prints cut / full per pair (median and range), and whether the text features of both passes are bit-identical.
+Prints cut / full per pair (median and range; wall and CPU time), and whether the text features of both passes
+are bit-identical.
 
     python benchmarks/prompt_eot.py [--pairs 5] [--block-type custom|default] [--threads N]
 """
@@ -14,14 +15,13 @@ import argparse
 import contextlib
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import read_load  # noqa: E402
+from _common import ratio_stats, read_load, timed_call  # noqa: E402
 from step_throughput import VOC, make_batch  # noqa: E402
 
 
@@ -86,18 +86,19 @@ def main(argv: list[str] | None = None) -> None:
         fn()
         with full_length(clip):
             fn()
-        times = {"full": [], "cut": []}
+        t: dict[str, list[float]] = {"full_wall": [], "full_cpu": [], "cut_wall": [], "cut_cpu": []}
         for _ in range(args.pairs):
             with full_length(clip):
-                t0 = time.perf_counter()
-                fn()
-                times["full"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            fn()
-            times["cut"].append(time.perf_counter() - t0)
-        ratios = [c / f for c, f in zip(times["cut"], times["full"])]
-        print(f"  {name:<13s} full {statistics.median(times['full']):.3f} s, cut {statistics.median(times['cut']):.3f}"
-              f" s; cut / full median {statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})")
+                w, c = timed_call(fn)
+            t["full_wall"].append(w)
+            t["full_cpu"].append(c)
+            w, c = timed_call(fn)
+            t["cut_wall"].append(w)
+            t["cut_cpu"].append(c)
+        print(f"  {name:<13s} full {statistics.median(t['full_wall']):.3f} s, cut "
+              f"{statistics.median(t['cut_wall']):.3f} s wall; cut / full: wall "
+              f"{ratio_stats(t['cut_wall'], t['full_wall'])}, CPU {ratio_stats(t['cut_cpu'], t['full_cpu'])}",
+              flush=True)
     print(f"load after: {read_load()}")
 
 

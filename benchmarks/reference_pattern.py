@@ -16,13 +16,16 @@ The reference pattern is written here fresh from its description (the reference'
                 and its flip separately), under no_grad
 
 semples runs its own stages (MatchStage, PromptStage, RefineStage: u^f cached, CLIP frozen, trunk under no_grad,
-one image-tower call per step, no `.item()`) and `multiscale_cams` (flip batched with its scale, the lean path).
+one image-tower call per step) and `multiscale_cams` (flip batched with its scale, the lean path). Its step reads
+the losses back as floats as the engine (`engine/loop.py`) does today, so the `.item()` of the reference pattern is
+not counted as a difference here (it costs nothing on a CPU; on a GPU both sides sync once per step).
 Both sides train the same parts with the same optimiser on the same batch; the losses agree at the first step.
 
 Setup of benchmarks/step_throughput.py: CLIP ViT-B/32 and DeiT-S/16 WeakTr, RANDOM weights, VOC's 20 classes,
 batch 8 at 224 px (12 positive pairs over 10 classes); CAMs of one 480x640 image at VOC scales 1.0 and 1.2 with
 flips. Interleaved in one process (reference, semples, reference, semples, ...); the figure is reference / semples
-per pair, printed as the median with the range over pairs.
+per pair, printed as the median with the range over pairs, in wall time and in the process's CPU time (the
+steadier one on a shared machine: run with --threads 1 there).
 
     python benchmarks/reference_pattern.py [--what match prompt refine cams] [--pairs 5] [--precision auto]
 """
@@ -35,7 +38,6 @@ import copy
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import read_load  # noqa: E402
+from _common import ratio_stats, read_load, timed_call  # noqa: E402
 from step_throughput import VOC, make_batch  # noqa: E402
 
 TEMPLATE = "a photo of {}."
@@ -134,27 +136,26 @@ def reference_cams(generator, views, size, classes) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------------- measuring
-def interleaved(fn_ref, fn_semples, pairs: int) -> tuple[list[float], list[float]]:
+def interleaved(fn_ref, fn_semples, pairs: int) -> dict[str, list[float]]:
+    """Wall and CPU seconds of `pairs` alternating calls (reference first), after one warm-up call each."""
     fn_ref()
     fn_semples()
-    t_ref, t_sem = [], []
+    t: dict[str, list[float]] = {"ref_wall": [], "ref_cpu": [], "sem_wall": [], "sem_cpu": []}
     for _ in range(pairs):
-        t0 = time.perf_counter()
-        fn_ref()
-        t1 = time.perf_counter()
-        fn_semples()
-        t2 = time.perf_counter()
-        t_ref.append(t1 - t0)
-        t_sem.append(t2 - t1)
-    return t_ref, t_sem
+        for side, fn in (("ref", fn_ref), ("sem", fn_semples)):
+            w, c = timed_call(fn)
+            t[f"{side}_wall"].append(w)
+            t[f"{side}_cpu"].append(c)
+    return t
 
 
-def report(name: str, t_ref: list[float], t_sem: list[float]) -> float:
-    ratios = [r / s for r, s in zip(t_ref, t_sem)]
-    med = statistics.median(ratios)
-    print(f"  {name:<7s} reference {statistics.median(t_ref):7.3f} s, semples {statistics.median(t_sem):7.3f} s;"
-          f" reference / semples median {med:.2f} (range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)")
-    return med
+def report(name: str, t: dict[str, list[float]]) -> float:
+    """Prints reference / semples (wall and CPU time); returns the median CPU-time ratio."""
+    print(f"  {name:<7s} reference {statistics.median(t['ref_wall']):7.3f} s, semples "
+          f"{statistics.median(t['sem_wall']):7.3f} s wall; reference / semples: wall "
+          f"{ratio_stats(t['ref_wall'], t['sem_wall'])}, CPU {ratio_stats(t['ref_cpu'], t['sem_cpu'])}, "
+          f"{len(t['ref_wall'])} pairs", flush=True)
+    return statistics.median([a / b for a, b in zip(t["ref_cpu"], t["sem_cpu"])])
 
 
 def measure_stage(name: str, clip, args, autocast) -> float:
@@ -198,6 +199,7 @@ def measure_stage(name: str, clip, args, autocast) -> float:
         out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return {key: float(v.detach()) for key, v in out.items()}  # as the engine reads them
 
     with autocast():
         with torch.no_grad():
@@ -205,9 +207,9 @@ def measure_stage(name: str, clip, args, autocast) -> float:
     stage.zero_grad(set_to_none=True)
     ref_first = reference_step(name, ref, batch, torch.optim.SGD(trainable, lr=0.0), autocast, loss_cfg, masking)
     print(f"stage {name}: first-step loss semples {first:.5f}, reference pattern {ref_first['loss']:.5f}")
-    t_ref, t_sem = interleaved(lambda: reference_step(name, ref, batch, ref_opt, autocast, loss_cfg, masking),
-                               semples_step, args.pairs)
-    return report(name, t_ref, t_sem)
+    t = interleaved(lambda: reference_step(name, ref, batch, ref_opt, autocast, loss_cfg, masking), semples_step,
+                    args.pairs)
+    return report(name, t)
 
 
 def measure_cams(args) -> float:
@@ -231,8 +233,7 @@ def measure_cams(args) -> float:
     diff = float((semples_cams() - reference_cams(gen, views, size, classes)).abs().max())
     print(f"cams: one {size[0]}x{size[1]} image, scales {args.cam_scales} + flips; max |semples - reference| "
           f"{diff:.2e}")
-    t_ref, t_sem = interleaved(lambda: reference_cams(gen, views, size, classes), semples_cams, args.pairs)
-    return report("cams", t_ref, t_sem)
+    return report("cams", interleaved(lambda: reference_cams(gen, views, size, classes), semples_cams, args.pairs))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -271,8 +272,8 @@ def main(argv: list[str] | None = None) -> None:
             results[name] = measure_stage(name, clip, args, autocast)
     if "cams" in args.what:
         results["cams"] = measure_cams(args)
-    print("summary (reference / semples, median): " + ", ".join(f"{k} {v:.2f}x" for k, v in results.items())
-          + f"; load after {read_load()}")
+    print("summary (reference / semples, median of CPU-time ratios): "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in results.items()) + f"; load after {read_load()}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """What cheap torch features buy here (issue 14, item 6): channels_last for the CNN paths, torch.compile of CLIP.
 
 Each measure runs A (as the code runs by default) and B (with the feature) interleaved in one process (A, B, A,
-B, ...) and prints B / A per pair (median and range), so load from other jobs hits both alike. RANDOM weights.
+B, ...) and prints B / A per pair (median and range, wall and CPU time), so load from other jobs hits both alike.
+RANDOM weights.
 
   channels-last-resnet   ResNet-50 CAM generator (timm, output stride 16): forward + backward at batch 8 x 224
                          (stage classify's pass) and `semples cams`-style inference on one 480x640 view + flip
@@ -30,28 +31,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import read_load  # noqa: E402
+from _common import ratio_stats, read_load, timed_call  # noqa: E402
 
 CL = torch.channels_last
 
 
 def ab(label: str, fn_a, fn_b, pairs: int) -> float:
+    """Prints B / A (wall and CPU time) over `pairs` alternating calls; returns the median CPU-time ratio."""
     fn_a()
     fn_b()
-    ta, tb = [], []
+    t: dict[str, list[float]] = {"a_wall": [], "a_cpu": [], "b_wall": [], "b_cpu": []}
     for _ in range(pairs):
-        t0 = time.perf_counter()
-        fn_a()
-        t1 = time.perf_counter()
-        fn_b()
-        t2 = time.perf_counter()
-        ta.append(t1 - t0)
-        tb.append(t2 - t1)
-    r = [b / a for a, b in zip(ta, tb)]
-    med = statistics.median(r)
-    print(f"  {label:<44s} A {statistics.median(ta):7.3f} s  B {statistics.median(tb):7.3f} s  B / A median "
-          f"{med:.3f} (range {min(r):.3f}-{max(r):.3f}, {pairs} pairs)", flush=True)
-    return med
+        for side, fn in (("a", fn_a), ("b", fn_b)):
+            w, c = timed_call(fn)
+            t[f"{side}_wall"].append(w)
+            t[f"{side}_cpu"].append(c)
+    print(f"  {label:<44s} A {statistics.median(t['a_wall']):7.3f} s  B {statistics.median(t['b_wall']):7.3f} s wall;"
+          f" B / A: wall {ratio_stats(t['b_wall'], t['a_wall'])}, CPU {ratio_stats(t['b_cpu'], t['a_cpu'])}, "
+          f"{pairs} pairs", flush=True)
+    return statistics.median([b / a for a, b in zip(t["a_cpu"], t["b_cpu"])])
 
 
 def train_pass(model, x, out_of):

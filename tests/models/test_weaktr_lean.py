@@ -178,7 +178,9 @@ def test_lean_path_with_more_classes_than_head_width():
 
 
 def test_lean_path_in_many_chunks(monkeypatch):
-    monkeypatch.setattr(weaktr, "LEAN_CHUNK_ELEMENTS", 500)  # 7 rows of 37 tokens x 2 images x 2 heads per chunk
+    monkeypatch.setattr(weaktr, "LEAN_CHUNK_ELEMENTS", {"cpu": 500, "other": 500})  # 6 rows of 37 tokens x 2 x 2
+    monkeypatch.setattr(weaktr, "_fused_attention_with_lse",
+                        lambda q, k, v, scale: (F.scaled_dot_product_attention(q, k, v, scale=scale), None))
     gen = make_generator(5)
     ref, lean = _both(gen, torch.randn(2, 3, 80, 64))
     for name in ("fused", "fine"):
@@ -191,7 +193,6 @@ def test_lean_path_without_a_fused_kernel_log_sum_exp(monkeypatch):
         return F.scaled_dot_product_attention(q, k, v, scale=scale), None
 
     monkeypatch.setattr(weaktr, "_fused_attention_with_lse", public_only)
-    monkeypatch.setattr(weaktr, "LEAN_CHUNK_ELEMENTS", 300)  # many chunks
     gen = make_generator(4)
     ref, lean = _both(gen, torch.randn(2, 3, 80, 64))
     for name in ("fused", "fine"):
@@ -212,6 +213,15 @@ def test_attention_statistics_match_the_explicit_map():
     torch.testing.assert_close(mean, attn.mean(dim=(-2, -1)), rtol=1e-5, atol=0)
     torch.testing.assert_close(rows, attn[:, :, :4, 4:], rtol=1e-5, atol=1e-7)
     assert applied.shape == (2, 3, 33, 5)
+
+
+def test_row_peaks_of_tied_scores():
+    # every key equal: each row is uniform, its peak exactly 1/N (the fused-kernel row maxima see N-way ties)
+    q = torch.randn(1, 2, 50, 8)
+    k = torch.ones(1, 2, 50, 8)
+    with torch.inference_mode():
+        _, peak, _ = weaktr.attention_statistics(q, k, torch.randn(1, 2, 50, 8), 0.35, 3, "max")
+    torch.testing.assert_close(peak, torch.full((1, 2), 1 / 50), rtol=1e-5, atol=0)
 
 
 def test_which_path_runs(monkeypatch):

@@ -16,10 +16,11 @@ Two ways to compute the same maps:
 
 - *materialised* (training, and every forward outside inference mode): each block's attention probabilities
   (B, H, N, N) are kept for the fusion — L·H maps, ~0.9 GB per 480x640 view in fp32 for DeiT-S.
-- *lean* (under ``torch.inference_mode``, i.e. `semples cams`): no map is kept. Each block runs fused SDPA and one
-  pass over its scores in row chunks that yields what the fusion needs from that layer — the peak max_j p_ij of
-  every row (max pooling; average pooling is exactly 1/N) and the K class-token rows; the block's scaled queries
-  and keys are kept (hd/N of a map's size). After the last block, with the gates and the fused map known, each
+- *lean* (under ``torch.inference_mode``, i.e. `semples cams`, when the maps would take ≥ `lean_min_map_bytes`):
+  no map is kept. Each block runs fused SDPA, which also gives every row's log-sum-exp on CPU, and a second fused
+  pass for the row maxima (or, elsewhere, one explicit pass over its scores in row chunks): together the peak
+  max_j p_ij of every row (max pooling; average pooling is exactly 1/N); the K class-token rows are computed
+  explicitly; the block's scaled queries and keys are kept (hd/N of a map's size). After the last block, with the gates and the fused map known, each
   layer's patch→patch product ``P_l @ fused`` is recomputed as one fused SDPA whose values are the fused map.
   Equal to the materialised path to float rounding (tests: 1e-5); the fine map cannot be accumulated earlier,
   because ``fused`` needs the last layer's tokens and every layer's gate.
@@ -172,9 +173,13 @@ def block_with_attention(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
     return _block_rest(block, x, h, out), attn
 
 
-# score elements per chunk of the explicit passes over a layer's scores: ~4 MB of fp32 stays in cache and below
-# glibc's mmap threshold (a fresh mmap page-faults on every touch)
-LEAN_CHUNK_ELEMENTS = 1 << 20
+# score elements per chunk of the explicit pass over a layer's scores (devices whose fused attention returns no
+# log-sum-exp): ~4 MB of fp32 on CPU stays in cache and below glibc's mmap threshold (a fresh mmap page-faults on
+# every touch); GPUs take 256 MB chunks (few kernel launches; the memory is there)
+LEAN_CHUNK_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 26}
+# a fused kernel run with scores x beta returns log-sum-exp(beta·s) / beta in [max s, max s + log(N)/beta]: the
+# row maxima within 4.5e-7 for N up to 1750 (5e-7 at 4000), below the float error of the scores themselves
+ROW_MAX_BETA = 2.0 ** 24
 
 
 def _fused_attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
@@ -204,7 +209,7 @@ def attention_statistics(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
         scale: the attention scale.
         num_rows: R, the leading rows (class tokens) whose probabilities over the other keys are returned.
         pool: "max" (the map's largest probability) or "avg" (its mean, which is exactly 1/N: rows sum to 1).
-        chunk_elements: score elements per chunk of the explicit pass (default `LEAN_CHUNK_ELEMENTS`).
+        chunk_elements: score elements per chunk of the explicit pass (default: `LEAN_CHUNK_ELEMENTS`).
 
     Returns:
         out (B, H, N, hd) = P v, pooled (B, H) float32, rows (B, H, R, N - R) float32 = P[:, :, :R, R:].
@@ -216,19 +221,16 @@ def attention_statistics(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
     rows = torch.softmax((qs[:, :, :num_rows] @ kt).float(), dim=-1)[..., num_rows:]
     if pool != "max":
         return out, torch.full((b, nh), 1.0 / n, dtype=torch.float32, device=q.device), rows
-    qf, kf = qs.reshape(b * nh, n, hd), k.reshape(b * nh, n, hd).transpose(1, 2)
-    step = max((chunk_elements or LEAN_CHUNK_ELEMENTS) // max(b * nh * n, 1), 1)
     if lse is not None and q.dtype == torch.float32:
-        # the row peak max_j P_ij = exp(max_j s_ij - lse_i): the scores' row maxima are one GEMM + max, with no
-        # exponential (the fused kernel gave lse)
-        row_max = torch.empty(b * nh, n, dtype=q.dtype, device=q.device)
-        buf = torch.empty(b * nh, step, n, dtype=q.dtype, device=q.device)
-        for r0 in range(0, n, step):
-            r = min(step, n - r0)
-            scores = torch.bmm(qf[:, r0:r0 + r], kf, out=buf) if r == step else torch.bmm(qf[:, r0:], kf)
-            torch.amax(scores, dim=-1, out=row_max[:, r0:r0 + r])
-        peak = torch.exp(row_max.view(b, nh, n) - lse).amax(dim=-1)
-        return out, torch.clamp(peak, max=1.0), rows
+        # the row peak max_j P_ij = exp(max_j s_ij - lse_i); the row maxima come from the same fused kernel on
+        # scores x beta (its output is not used), cheaper on CPU than a GEMM + max over explicit score chunks
+        row_max = _fused_attention_with_lse(q, k, v, scale * ROW_MAX_BETA)[1]
+        if row_max is not None:
+            peak = torch.exp(row_max / ROW_MAX_BETA - lse).amax(dim=-1)
+            return out, torch.clamp(peak, max=1.0), rows
+    qf, kf = qs.reshape(b * nh, n, hd), k.reshape(b * nh, n, hd).transpose(1, 2)
+    budget = chunk_elements or LEAN_CHUNK_ELEMENTS["cpu" if q.device.type == "cpu" else "other"]
+    step = max(budget // max(b * nh * n, 1), 1)
     peak = None
     for r0 in range(0, n, step):
         chunk = torch.softmax(torch.bmm(qf[:, r0:r0 + step], kf).float(), dim=-1).amax(dim=-1).amax(dim=-1)
