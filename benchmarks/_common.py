@@ -90,3 +90,33 @@ def ratio_stats(num: list[float], den: list[float]) -> str:
     """'median M (range LO-HI)' of num[i] / den[i]."""
     r = [a / b for a, b in zip(num, den)]
     return f"median {float(np.median(r)):.2f} (range {min(r):.2f}-{max(r):.2f})"
+
+
+# two-sided 95% quantiles of Student's t, by degrees of freedom (scipy is not a dependency)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (nearest tabulated df at or below)."""
+    if df < 1:
+        raise ValueError("a confidence interval needs at least two paired values")
+    return _T975[max(k for k in _T975 if k <= df)]
+
+
+def paired(differences: list[float] | np.ndarray) -> dict:
+    """Mean, sample std and 95% confidence interval (Student's t) of paired differences, with n.
+
+    An empty or single-value list has no interval (``ci`` None).
+    """
+    d = np.asarray([x for x in differences if x is not None and np.isfinite(x)], dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci": None, "values": []}
+    mean = float(d.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": None, "ci": None, "values": d.tolist()}
+    std = float(d.std(ddof=1))
+    half = t975(n - 1) * std / np.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci": [float(mean - half), float(mean + half)], "values": d.tolist()}

@@ -51,7 +51,7 @@ def build(k: int = 20):
 
 def views_of(size: tuple[int, int], scales: list[float]) -> list[torch.Tensor]:
     """One random image's views (1, 3, h_s, w_s) at each scale (sides rounded as `semples cams` does)."""
-    from semples.data.transforms import scaled_size
+    from semples.infer.views import scaled_size
 
     g = torch.Generator().manual_seed(0)
     image = torch.randn(1, 3, *size, generator=g)

@@ -6,7 +6,9 @@
 Pipelines:
   train      TrainTransform at 224 (random resized crop, flip, RandAugment rand-m9-mstd0.5-inc1, random erasing),
              with masks, batch 8 — what the SemPLeS training stages read;
-  multiscale MultiScaleTransform scales (1.0, 1.2) + flip at full resolution, batch 1 — what CAM generation reads.
+  multiscale what `semples cams` reads: the one inference runner's loader (`semples.infer.runner.image_loader`)
+             with the CAM task's reader (`semples.infer.cams.CamReader`: decode, label, bicubic resize to each scale
+             of (1.0, 1.2) as uint8 views; flips and normalisation happen on the device), groups of 32 images.
 
 Figures are steady-state: the first batch (worker start-up, first decodes) is timed separately and left out.
 
@@ -27,7 +29,9 @@ from pathlib import Path
 import torch
 
 from semples.data import DataConfig, TrainTransformConfig, TransformedDataset, build_dataset, collate
-from semples.data.transforms import MultiScaleTransform, TrainTransform
+from semples.data.transforms import TrainTransform
+from semples.infer.cams import CamReader
+from semples.infer.runner import image_loader, make_groups
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,11 +86,11 @@ def train_loader_seconds_per_batch(data_cfg: DataConfig, split: str, transform: 
 
 
 def multiscale_loader(data_cfg: DataConfig, split: str, scales=(1.0, 1.2), num_workers: int = 2,
-                      total: int = 200) -> torch.utils.data.DataLoader:
+                      total: int = 200, group_size: int = 32):
+    """The loader of `semples cams` over `total` images (cycling through the split): batches are groups of images."""
     ds = build_dataset(data_cfg, split)
-    tds = TransformedDataset(ds, MultiScaleTransform(scales, flip=True, norm="clip"), with_mask=ds.has_masks)
-    return torch.utils.data.DataLoader(tds, batch_size=1, sampler=EpochKeys(len(tds), total),
-                                       num_workers=num_workers, collate_fn=collate)
+    groups = make_groups([k % len(ds) for k in range(total)], group_size)
+    return image_loader(ds, groups, CamReader(tuple(scales)), num_workers=num_workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'train 224 RandAugment, batch 8':<34} {name:<8} {n / secs:>9.1f} {secs / (n / 8):>8.3f} "
               f"{first:>14.2f}")
     for name, cfg, split in sets:
-        loader = multiscale_loader(cfg, split, num_workers=args.workers, total=args.images // 2)
-        first, secs, n = _time_loader(loader, lambda b: len(b["id"]))
-        print(f"{'multiscale 1.0,1.2 + flip, batch 1':<34} {name:<8} {n / secs:>9.1f} {secs / n:>8.3f} "
+        loader = multiscale_loader(cfg, split, num_workers=args.workers, total=args.images // 2, group_size=8)
+        first, secs, n = _time_loader(loader, len)
+        print(f"{'cams reader 1.0,1.2 uint8, group 8':<34} {name:<8} {n / secs:>9.1f} {secs / (n / 8):>8.3f} "
               f"{first:>14.2f}")
     return 0
 

@@ -214,7 +214,7 @@ def measure_stage(name: str, clip, args, autocast) -> float:
 
 def measure_cams(args) -> float:
     from semples.config import GeneratorConfig
-    from semples.data.transforms import scaled_size
+    from semples.infer.views import scaled_size
     from semples.infer.cams import multiscale_cams
     from semples.models.mask_generators import build_generator
 
@@ -238,7 +238,7 @@ def measure_cams(args) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     from semples.config import ClipConfig
-    from semples.engine.distributed import resolve_precision
+    from semples.engine.device import resolve_precision
     from semples.models.clip import load_clip
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,7 +25,7 @@ import time
 import torch
 
 from semples.config import ClipConfig, GeneratorConfig, LossConfig, MaskingConfig, PromptConfig
-from semples.engine.distributed import resolve_precision
+from semples.engine.device import resolve_precision
 from semples.models.clip import PromptTextEncoder, load_clip
 from semples.models.mask_generators import build_generator
 from semples.stages import MatchStage, PromptStage, RefineStage

@@ -1,82 +1,112 @@
-"""Seed mIoU of five WSSS seed methods on the synthetic co-occurrence world (issue 6, item 6).
+"""Seed mIoU and leak rate of five WSSS seed methods on the synthetic co-occurrence world (issue 6, item 6), each
+trained row over several training seeds, with paired 95% intervals of SemPLeS against every other method.
 
-    python benchmarks/synthetic_methods.py [--seeds 0 1 2] [--out runs/methods] [--methods ...] [--quick]
+    python benchmarks/synthetic_methods.py [--seeds 0 1 2 3 4] [--methods ...] [--ablation DIR] [--out DIR] [--quick]
 
 Rows (every one on the committed preset ``synth_demo``: the world, the shipped toy CLIP ``synth-clip``, the SemPLeS
 stage schedules — nothing here edits it; the overrides below are listed in the output):
 
-1. ``clip_es``  training-free CLIP Grad-CAM, CLIP-ES style: `semples.infer.fma.fma_cams(cfg, None, out,
+1. ``clip_es``  training-free CLIP Grad-CAM, CLIP-ES style: `semples.steps.clip_cams.run(cfg, None, out,
    phase="coarse", prompts="handcrafted")` — Grad-CAM of the frozen toy CLIP against hand-written prompts of the 6
-   classes and the world's 8 background names, refined by CAA (boxes at 0.4, as CLIP-ES), no training.
-2. ``fma``      FMA-WSSS: ``semples run --method fma --until eval-seeds`` (fma-classify -> coarse Grad-CAM + CAA ->
-   coarse SAMS seeds -> fma-segment -> fine Grad-CAM + CAA). SAMS regions are SLIC superpixels (no SAM weights
-   here). The seed is the fine CAM folder (before SAMS), as for every other row.
-3. ``semples``  SemPLeS: ``semples run --until eval-seeds`` (classify -> match -> prompt -> refine, WeakTr-style ViT).
-4. ``semples_fma``  SemPLeS + FMA: ``semples run --method semples+fma --until eval-seeds``: (3)'s CAMs refined by CAA
-   with the toy CLIP's attention; shares (3)'s training runs (same experiment folder, same config).
+   classes and the world's 8 background names, refined by CAA (boxes at 0.4, as CLIP-ES), no training. Seed
+   independent: computed once (seed-0 config) and checked bit by bit under other seeds; one value stands for
+   every seed.
+2. ``fma``      FMA-WSSS: ``semples run --method fma --until eval-seeds`` (`semples.pipeline.run_pipeline`:
+   fma-classify -> coarse Grad-CAM + CAA -> coarse SAMS seeds -> fma-segment -> fine Grad-CAM + CAA). SAMS regions
+   are SLIC superpixels (no SAM weights here). The seed is the fine CAM folder (before SAMS), as for every other row.
+3. ``semples``  SemPLeS: classify -> match -> prompt -> refine (WeakTr-style ViT), exactly the full SemPLeS refine
+   of ``benchmarks/synthetic_ablation.py`` (its run table, trained through `semples.steps.train` by `SeedRuns`).
+   With ``--ablation DIR`` the per-seed evaluations of that benchmark (``DIR/seed<S>/eval/refine/metrics.json``)
+   are read instead of training again; the refine checkpoint's recorded config must match this benchmark's (else
+   the row fails, naming the differences) and the evaluation must be of that checkpoint (sha256).
+4. ``semples_fma``  SemPLeS + FMA: (3)'s CAMs refined by CAA with the toy CLIP's attention (`semples.steps.caa`,
+   phase fine, as `semples run --method semples+fma`); the same refine runs as (3).
 5. ``semples_resnet50``  SemPLeS on the CLIMS-style ResNet-50 CAM generator (timm resnet50, output stride 16, random
-   init), experiment ``synth_resnet50``, the synth_demo stage schedules unchanged.
+   init), the synth_demo stage schedules unchanged (runs ``resnet50_<stage>`` beside (3)'s).
 
-Context rows (cheap, same folders): the CAMs of the generators after stage classify and after stage match
-(`semples cams --generator <run>` + `semples eval-seeds`), FMA's coarse CAMs (classification prompts) and the
-mIoU of its coarse SAMS seeds (`semples eval-masks`, label maps: not comparable to the CAM rows).
+Context rows (cheap, same folders): the CAMs of both generators after stage classify and after stage match, FMA's
+coarse CAMs (classification prompts) and the mIoU of its coarse SAMS seeds (`semples.steps.masks`, label maps: not
+comparable to the CAM rows); with ``--ablation`` the WeakTr classify / match evaluations are read from DIR too.
 
-Settings fixed before any number was seen (the CLIP Grad-CAM generator must fit the toy CLIP):
+Settings fixed before any number was seen (the CLIP Grad-CAM generator must fit the toy CLIP); they apply to the
+CLIP rows (1), (2) only — (3)-(5) train with the preset as the ablation benchmark does:
 * context length 16 (the paper's): the longest prompt, "a brick wall" (3 tokens) with SOT, ".", EOT, needs
-  M + 6 <= 24 positions, so M <= 18 fits; checked at start-up by building both prompt sets.
-* logit scale = the toy CLIP's own learned temperature (exp(logit_scale) = 16.55), as FMA-WSSS's 100 is ViT-B/16's
-  own; the CLIP-ES template "a clean origami {}." has two words outside the toy CLIP's vocabulary (their token
-  rows are zero), so the handcrafted prompt is the world's caption form ``clip.class_template`` ("a photo of a {}.").
+  M + 6 <= 24 positions, so M <= 18 fits; checked at start-up by building both prompt sets on the loaded CLIP.
+* logit scale = the toy CLIP's own learned temperature (exp(logit_scale), read from the loaded CLIP at start-up),
+  as FMA-WSSS's 100 is ViT-B/16's own; the CLIP-ES template "a clean origami {}." has words outside the toy CLIP's
+  vocabulary (captions of the world never use them), so the handcrafted prompt is the world's caption form
+  ``clip.class_template`` ("a photo of a {}.").
 * FMA prompt stages crop at 96 px (the world's image scale, as the SemPLeS stages; the package default is 224).
   The training-free row also reports, as a clearly separate sensitivity table: CAA off, the CLIP-ES template and
   logit scale 100 — none of them replaces the primary row.
-* Seeds are scored on the 600 training images (``pipeline.seed_split: train``) at the background threshold that is
-  best on them (an oracle choice, as in the paper), with the leak rate at that threshold (share of a class's
-  associated-background pixels labelled as that class, `semples.metrics.LeakRate`).
+* Seeds are scored on the training images (``pipeline.seed_split: train``) by `semples.steps.seeds.run` at the
+  background threshold that is best on them (an oracle choice, as in the paper), with eval-seeds' own leak rate at
+  that threshold (share of a class's associated-background pixels labelled as that class).
 
-Design: everything trains and infers through the public CLI (`semples.cli.main`: ``run``, ``cams``, ``eval-seeds``,
-``eval-masks``) in this process, one seed folder ``<out>/seed<S>`` (``--set output_dir=...``) per seed; the tools
-skip finished work themselves, and an evaluation whose ``analysis/<key>.json`` exists is not redone, so an
-interrupted invocation resumes. Work is done seed by seed (all methods of seed 0 first), so a partial run already
-holds a complete comparison. The CLI's stdout/stderr (tqdm bars, logs) go to ``<out>/logs/``; progress lines with
-the load average go to stdout. Wall time per step accumulates in ``<out>/timings.json``; the 1-minute load average
-is sampled every 30 s. Output: every raw number in a JSON (default ``benchmarks/results/synthetic_methods.json``;
-with ``--quick``: ``<out>/synthetic_methods.json``, a smoke check, not results) and ``<out>/report.md``.
+Comparisons are paired by seed (SemPLeS − method, same training seed): mean difference with a 95% Student-t
+interval; "beyond" says whether the interval excludes zero (in SemPLeS's favour: higher mIoU, lower leak). The
+training-free row is the same value for every seed, so its interval is SemPLeS's own seed spread.
+
+Design: every row goes through the library's step functions in this process (`SeedRuns` of
+``benchmarks/_synthetic.py`` for the SemPLeS runs, `semples.pipeline.run_pipeline` for FMA-WSSS,
+`semples.steps.clip_cams` / `.caa` / `.seeds` / `.masks` for the rest), one folder ``<out>/seed<S>`` per seed;
+finished runs and folders are reused (the library's input-checked reuse), and an evaluation whose metrics.json
+exists is not redone, so an interrupted invocation resumes. Work goes seed by seed (all methods of seed 0 first),
+so a partial run already holds a complete comparison; CAM folders this script makes are deleted after their
+evaluation unless ``--keep-cams``. Progress bars and library logs go to ``<out>/logs/``; progress lines go to
+stdout. One torch thread by default (THREADS_NOTE); wall time per step accumulates in ``<out>/timings.json``; the
+1-minute load average is sampled every 30 s. Output: the Markdown report printed and in ``<out>/report.md``, every
+number in a JSON (default ``benchmarks/results/synthetic_methods.json``; with ``--quick``:
+``<out>/synthetic_methods.json``, a smoke check, not results).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
+import dataclasses
 import logging
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import LoadSampler, Timings, read_json, read_load, write_json  # benchmarks/ is on sys.path
 
-PRESET = "synth_demo"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import LoadSampler, Timings, read_json, read_load, write_json  # noqa: E402
+from _synthetic import PRESET, SeedRuns, beyond, compare, fmt, fmt_ci, headline, mean_std, torch_threads  # noqa: E402
+from synthetic_ablation import QUICK as ABLATION_QUICK  # noqa: E402
+from synthetic_ablation import RUNS as ABLATION_RUNS  # noqa: E402
+from synthetic_ablation import Run  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "synthetic_methods.json"
-SPLIT = "train"  # seeds are scored on the training images (synth_demo: pipeline.seed_split = train)
 CONTEXT_LENGTH = 16  # CoOp / FMA-WSSS context vectors per prompt (checked against the toy CLIP at start-up)
 FMA_CROP = 96  # crop side of the FMA prompt stages on this world (package default 224 is VOC's)
-DETERMINISM_IMAGES = 40  # training-free CAMs recomputed under seeds 1 and 2 and compared bit by bit
-# Measured here before the runs (load ~6.5 on the 2 cores): `semples cams` of the ResNet-50 generator wrote 1.49 img/s
-# with one torch thread and 0.27 img/s with torch's default two (a DataLoader worker beside two OpenMP threads on a
-# busy 2-core machine); the CLI sets no thread count, so this process sets one for everything it runs.
+DETERMINISM_IMAGES = 40  # training-free CAMs recomputed under the other seeds and compared bit by bit
+FMA_EXPERIMENT = "fma_wsss"  # `semples run --method fma` of a seed: <out>/seed<S>/fma_wsss/
+# Measured here before the first runs (load ~6.5 on the 2 cores): `semples cams` of the ResNet-50 generator wrote
+# 1.49 img/s with one torch thread and 0.27 img/s with torch's default two (a DataLoader worker beside two OpenMP
+# threads on a busy 2-core machine), so every run of this benchmark gets one unless --threads says otherwise.
 THREADS_NOTE = "1 torch thread (2 threads were 5.5x slower for ResNet-50 cams at load ~6.5)"
-RESNET = ("experiment=synth_resnet50", "generator.name=resnet_cam", "generator.backbone=resnet50",
-          "generator.backbone_kwargs={output_stride: 16}")
-QUICK = ("data.synthetic.splits.train=24",
-         *(f"{s}.epochs=1" for s in ("classify", "match", "prompt", "refine", "fma_classify", "fma_segment")),
-         *(f"{s}.batch_size=8" for s in ("classify", "match", "prompt", "refine", "fma_classify", "fma_segment")))
+RESNET = ("generator.name=resnet_cam", "generator.backbone=resnet50", "generator.backbone_kwargs={output_stride: 16}")
+# the ablation benchmark's quick world (so `--quick --ablation <its quick out>` pairs the same runs) + the FMA stages
+QUICK = (*ABLATION_QUICK, "fma_classify.epochs=1", "fma_segment.epochs=1", "fma_classify.batch_size=16",
+         "fma_segment.batch_size=16")
+
+# SemPLeS: the ablation benchmark's own runs; the ResNet-50 chain is the same table on the other generator
+SEMPLES_RUNS: dict[str, Run] = {n: ABLATION_RUNS[n] for n in ("classify", "match", "prompt", "refine")}
+RESNET_RUNS: dict[str, Run] = {
+    f"resnet50_{n}": Run(f"resnet50_{n}", r.stage, (*RESNET, *r.sets),
+                         generator=f"resnet50_{r.generator}" if r.generator else None,
+                         prompts=f"resnet50_{r.prompts}" if r.prompts else None)
+    for n, r in SEMPLES_RUNS.items()}
 
 METHODS: dict[str, str] = {
     "clip_es": "training-free CLIP Grad-CAM + CAA (CLIP-ES style)",
@@ -85,351 +115,392 @@ METHODS: dict[str, str] = {
     "semples_fma": "SemPLeS + FMA (SemPLeS CAMs refined by CAA)",
     "semples_resnet50": "SemPLeS on the ResNet-50 CAM generator (random init)",
 }
-RUN_METHOD = {"fma": "fma", "semples": "semples", "semples_fma": "semples+fma", "semples_resnet50": "semples"}
 CONTEXT: dict[str, str] = {
     "weaktr_classify": "WeakTr-style ViT after stage classify (its CAMs, no SemPLeS)",
     "weaktr_match": "WeakTr-style ViT after stage match (L_match only)",
     "resnet50_classify": "ResNet-50 CAM after stage classify (no SemPLeS)",
     "resnet50_match": "ResNet-50 CAM after stage match (L_match only)",
     "fma_coarse": "FMA coarse CAMs: Grad-CAM of the classification prompts + CAA (boxes 0.4)",
+    "fma_coarse_sams": "FMA coarse SAMS seeds (label maps, eval-masks; superpixel regions)",
 }
 # training-free sensitivity (seed independent); "primary" is the row of the main table
 CLIP_ES_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
     "primary": ((), "template 'a photo of a {}.', CAA on, logit scale = toy CLIP's"),
     "caa_off": (("fma.caa.enabled=false",), "plain Grad-CAM (CAA off)"),
     "template_origami": (('generator.clip_cam.templates=["a clean origami {}."]',),
-                         "CLIP-ES's template 'a clean origami {}.' (2 words outside the toy CLIP's vocabulary)"),
+                         "CLIP-ES's template 'a clean origami {}.' (words outside the toy CLIP's vocabulary)"),
     "logit_scale_100": (("generator.clip_cam.logit_scale=100.0",), "logit scale 100 (ViT-B/16's, FMA/CLIP-ES)"),
 }
 
 
-# ----------------------------------------------------------------------------------------------------- plumbing
-def log(msg: str) -> None:
-    a = read_load()[0]
-    print(f"[{time.strftime('%H:%M:%S')} load {a:.1f}] {msg}", file=sys.__stdout__, flush=True)
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {read_load()[0]:.1f}] {msg}", flush=True)
 
 
-class _CurrentStderr:
-    """A stream that writes to whatever `sys.stderr` is at the time, so the CLI's logging follows redirection."""
-
-    def write(self, s: str) -> int:
-        return sys.stderr.write(s)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def cli(argv: list[str], log_file: Path) -> None:
-    """`semples <argv>` in this process, its stdout and stderr appended to `log_file`."""
-    from semples.cli import main
-
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        print(f"$ semples {' '.join(argv)}", flush=True)
-        status = main(argv)
-    gc.collect()
-    if status != 0:
-        raise RuntimeError(f"semples {' '.join(argv)} exited with status {status} (log: {log_file})")
-
-
-# ----------------------------------------------------------------------------------------------------- metrics
-def leak_of_cams(dataset, cams_dir: Path, threshold: float) -> dict:
-    """Leak rate of the seeds in `cams_dir` at background score `threshold` (`semples.metrics.LeakRate`)."""
-    from semples.infer.cam_io import cam_path, load_cam
-    from semples.metrics import LeakRate
-    from semples.metrics.sweep import seed_labels
-
-    leak = LeakRate(dataset.class_background)
-    for i, image_id in enumerate(dataset.ids):
-        cams, classes = load_cam(cam_path(cams_dir, image_id))
-        leak.update(seed_labels(cams, threshold, classes), dataset.load_mask(i), dataset.background_map(i),
-                    dataset.labels(i))
-    return leak.to_dict(list(dataset.classes.names))
-
-
-def summarise_metrics(metrics: dict) -> dict:
-    """The numbers of an eval-seeds / eval-masks metrics.json this benchmark keeps."""
-    per = metrics.get("per_class") or metrics.get("all_pixels", {}).get("per_class") or {}
-    out = {"miou": metrics.get("miou", metrics.get("all_pixels", {}).get("miou")),
-           "per_class_iou": {k: (v.get("iou") if isinstance(v, dict) else v) for k, v in per.items()}}
-    for key in ("threshold", "threshold_selection", "bg_false_positive_rate", "mean_precision", "mean_recall",
-                "pixel_accuracy", "images"):
-        if key in metrics:
-            out[key] = metrics[key]
+def summary(metrics: dict) -> dict:
+    """The numbers of one eval-seeds metrics.json this benchmark keeps (in %; `headline` + background FP rate)."""
+    out = headline(metrics)
+    fp = metrics.get("bg_false_positive_rate")
+    out.update(bg_fp=100 * fp if fp is not None else None, images=metrics.get("images"),
+               cams_dir=metrics.get("cams_dir"))
     return out
 
 
-def mean_std(values: list[float]) -> dict:
-    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0, "mean": None, "std": None}
-    return {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0}
+def mask_summary(metrics: dict) -> dict:
+    """The numbers of one eval-masks metrics.json (label maps: no threshold, no leak rate), in %."""
+    s = metrics["all_pixels"]
+    fp = s.get("bg_false_positive_rate")
+    return {"miou": 100 * s["miou"], "leak": None, "threshold": None, "cam_on_bg": None,
+            "iou": {k: 100 * v["iou"] if v.get("iou") is not None else None for k, v in s["per_class"].items()},
+            "leak_per_class": {}, "bg_fp": 100 * fp if fp is not None else None, "images": metrics.get("num_images"),
+            "masks_dir": metrics.get("masks_dir")}
 
 
 # ----------------------------------------------------------------------------------------------------- the bench
-class Bench:
-    def __init__(self, out: Path, quick: bool, timings: Timings) -> None:
-        self.out = out
-        self.quick = quick
-        self.timings = timings
-        self.logs = out / "logs"
+class Benchmark:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.out = Path(args.out).resolve()
+        self.logs = self.out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.overrides = tuple(QUICK if args.quick else ()) + tuple(args.set)
+        self.timings = Timings(self.out / "timings.json")
+        self.threads = args.threads
+        self.keep_cams = args.keep_cams
+        self.methods = list(args.methods)
+        self.ablation = Path(args.ablation).resolve() if args.ablation else None
+        self.fit = self._toy_clip_checks()
+        # the CLIP rows only (the SemPLeS runs must stay the ablation benchmark's, whose configs lack these keys)
+        self.clip_sets = (f"generator.clip_cam.context_length={CONTEXT_LENGTH}",
+                          f"generator.clip_cam.logit_scale={round(self.fit['toy_logit_scale'], 4)}",
+                          f"fma_classify.transform.crop_size={FMA_CROP}", f"fma_segment.transform.crop_size={FMA_CROP}")
+        self.template_set = f'generator.clip_cam.templates=["{self.fit["class_template"]}"]'
         self._dataset = None
-        self.toy_logit_scale = self._toy_clip_checks()
-        # shared by every method of the WeakTr experiment folder (one config: the methods share its training runs)
-        self.common = (*(QUICK if quick else ()), f"generator.clip_cam.context_length={CONTEXT_LENGTH}",
-                       f"generator.clip_cam.logit_scale={self.toy_logit_scale}",
-                       f"fma_classify.transform.crop_size={FMA_CROP}", f"fma_segment.transform.crop_size={FMA_CROP}")
 
     # -- configuration -------------------------------------------------------------------------------------------
-    def _toy_clip_checks(self) -> float:
-        """The toy CLIP's logit scale; raises when the prompts of CONTEXT_LENGTH do not fit its text context."""
+    def _toy_clip_checks(self) -> dict:
+        """What this benchmark needs to know of the toy CLIP (read, never assumed: it may be retrained): text
+        context, image size, logit scale; raises when prompts of CONTEXT_LENGTH do not fit its text context."""
         import torch
 
         from semples.config import load_config
         from semples.models.clip import load_clip
         from semples.models.prompts import CoOpPrompts, background_names_for
 
-        cfg = load_config(PRESET, [])
+        cfg = load_config(PRESET, list(self.overrides))
         clip = load_clip(cfg.clip, "cpu")
         names = tuple(cfg.data.synthetic.classes) + background_names_for(cfg.data)
         longest = max(len(clip.token_ids(n)) for n in names)
         suffix = len(clip.token_ids("."))  # prompt = SOT, M context vectors, name, ".", EOT
-        self.fit = {"text_context": int(clip.context_length), "longest_name_tokens": longest,
-                    "max_context_length": int(clip.context_length) - longest - 2 - suffix, "names": list(names)}
         for shared, position in ((True, "end"), (False, "front")):
             CoOpPrompts(clip, names, context_length=CONTEXT_LENGTH, shared=shared, class_position=position)
         with torch.no_grad():
             scale = float(clip.model.logit_scale.exp())
-        self.fit["toy_logit_scale"] = scale
-        self.fit["class_template"] = cfg.clip.class_template
-        return round(scale, 4)
+        return {"arch": cfg.clip.arch, "source": getattr(clip, "source", None),
+                "text_context": int(clip.context_length), "image_size": list(clip.image_size),
+                "longest_name_tokens": longest,
+                "max_context_length": int(clip.context_length) - longest - 2 - suffix, "names": list(names),
+                "toy_logit_scale": scale, "class_template": cfg.clip.class_template}
 
-    def seed_dir(self, seed: int) -> Path:
-        return self.out / f"seed{seed}"
+    def seed(self, s: int) -> SeedRuns:
+        return SeedRuns(self.out, s, overrides=self.overrides, threads=self.threads, keep_cams=self.keep_cams,
+                        timings=self.timings)
 
-    def config_args(self, seed: int, extra: tuple[str, ...] = ()) -> list[str]:
-        args = ["--config", PRESET]
-        for s in (f"seed={seed}", f"output_dir={self.seed_dir(seed)}", *self.common, *extra):
-            args += ["--set", s]
-        return args
-
-    def config(self, seed: int, extra: tuple[str, ...] = ()):
-        from semples.config import load_config
-
-        return load_config(PRESET, [f"seed={seed}", f"output_dir={self.seed_dir(seed)}", *self.common, *extra])
-
-    @property
-    def dataset(self):
+    def dataset(self, runs: SeedRuns):
         if self._dataset is None:
             from semples.data import build_dataset
 
-            self._dataset = build_dataset(self.config(0).data, SPLIT)
+            cfg = runs.cfg()
+            self._dataset = build_dataset(cfg.data, runs.split(cfg))
         return self._dataset
 
-    # -- evaluation ----------------------------------------------------------------------------------------------
-    def evaluate_cams(self, key: str, cams_dir: Path, eval_dir: Path, config_args: list[str], log_name: str) -> dict:
-        """eval-seeds of a CAM folder (oracle threshold on these images) + leak rate at that threshold."""
-        cli(["eval-seeds", *config_args, "--cams", str(cams_dir), "--split", SPLIT, "--out", str(eval_dir),
-             "--samples", "0", "--no-progress"], self.logs / log_name)
-        result = summarise_metrics(read_json(eval_dir / "metrics.json"))
-        result["leak"] = leak_of_cams(self.dataset, cams_dir, result["threshold"])
-        result.update(key=key, cams_dir=str(cams_dir), eval_dir=str(eval_dir))
-        return result
+    def _timed(self, key: str, fn):
+        start = time.perf_counter()
+        out = fn()
+        self.timings.add(key, time.perf_counter() - start)
+        return out
 
-    def _cached(self, path: Path) -> dict | None:
-        return read_json(path) if path.exists() else None
+    @contextlib.contextmanager
+    def quiet(self, name: str):
+        """Progress bars and prints of the library go to ``<out>/logs/<name>.log`` (logging stays on stderr)."""
+        with open(self.logs / f"{name}.log", "a") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):
+            yield
 
-    def _done(self, path: Path, result: dict, timing_key: str, t0: float) -> dict:
-        seconds = time.perf_counter() - t0
-        self.timings.add(timing_key, seconds)
-        result["seconds_this_invocation"] = round(seconds, 1)
-        write_json(path, result)
-        miou = result.get("miou")
-        leak = result.get("leak", {}).get("mean")
-        log(f"{timing_key}: mIoU {100 * miou:.2f}" + (f" at t = {result['threshold']:.2f}" if "threshold" in result
-                                                      else "") + (f", leak {100 * leak:.1f}%" if leak is not None
-                                                                  else "") + f" ({seconds:.0f} s)")
-        return result
+    def _rm(self, *folders: Path) -> None:
+        if not self.keep_cams:
+            for f in folders:
+                shutil.rmtree(f, ignore_errors=True)
+
+    # -- training (the ablation benchmark's run table) -----------------------------------------------------------
+    def train(self, runs: SeedRuns, table: dict[str, Run], name: str) -> Path:
+        run = table[name]
+        for dep in (run.generator, run.prompts):
+            if dep:
+                self.train(runs, table, dep)
+        manifest = runs.run_dir(name) / "manifest.json"
+        if not manifest.is_file() or read_json(manifest).get("status") != "finished":
+            say(f"seed {runs.seed}: train {name} ({run.stage})")
+        with self.quiet(f"seed{runs.seed}"):
+            return runs.train(name, run.stage, sets=run.sets, generator=run.generator, prompts=run.prompts,
+                              threads=run.threads)
+
+    def trained_row(self, runs: SeedRuns, table: dict[str, Run], name: str) -> dict:
+        self.train(runs, table, name)
+        first = not (runs.dir / "eval" / name / "metrics.json").is_file()
+        with self.quiet(f"seed{runs.seed}"):
+            out = summary(runs.evaluate(name, sets=table[name].sets))
+        if first:
+            say(f"seed {runs.seed}: {name}: seed mIoU {out['miou']:.2f}, leak {fmt(out['leak'])}%")
+        return out
+
+    # -- (3) SemPLeS, or the ablation benchmark's evaluation of it -----------------------------------------------
+    def from_ablation(self, runs: SeedRuns, name: str) -> tuple[dict, Path]:
+        """The ablation benchmark's evaluation of its run `name` of this seed, and that run's folder, after checking
+        that the run was trained with this benchmark's config and that the evaluation is of its checkpoint."""
+        from semples.engine.loop import RESUME_TOLERANT_KEYS
+        from semples.runs import describe_config_differences
+        from semples.stages import stage_class
+        from semples.utils.checkpoint_io import read_checkpoint, sha256_file
+
+        src = self.ablation / f"seed{runs.seed}"
+        path = src / "eval" / name / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such evaluation (run benchmarks/synthetic_ablation.py --seeds "
+                                    f"{runs.seed} --out {self.ablation}, or drop --ablation)")
+        run = SEMPLES_RUNS[name]
+        ckpt = read_checkpoint(src / name)
+        if not ckpt.get("finished"):
+            raise RuntimeError(f"{ckpt['path']}: the ablation's {name} run is not finished")
+        diffs = describe_config_differences(ckpt.get("config", {}),
+                                            stage_class(run.stage).recorded_config(runs.cfg(run.sets)),
+                                            RESUME_TOLERANT_KEYS)
+        if diffs:
+            raise RuntimeError(f"{ckpt['path']} was trained with another config than this benchmark's "
+                               f"({len(diffs)} differences: {'; '.join(diffs[:5])}); pass the ablation's --set "
+                               "values / --quick, or drop --ablation")
+        metrics = read_json(path)
+        recorded = metrics.get("cams", {}).get("inputs", {}).get("generator", {}).get("sha256")
+        if recorded is not None and recorded != sha256_file(ckpt["path"]):
+            raise RuntimeError(f"{path}: evaluates another checkpoint than {ckpt['path']} (sha256 differs)")
+        return metrics, src / name
+
+    def semples_generator(self, runs: SeedRuns) -> Path:
+        if self.ablation is not None:
+            return self.from_ablation(runs, "refine")[1]
+        return self.train(runs, SEMPLES_RUNS, "refine")
+
+    def semples(self, runs: SeedRuns, name: str = "refine") -> dict:
+        """SemPLeS run `name` (refine: the row; classify / match: context) of this seed."""
+        if self.ablation is not None:
+            metrics, run_dir = self.from_ablation(runs, name)
+            out = {**summary(metrics), "source": str(run_dir)}
+            say(f"seed {runs.seed}: {name} (read from {run_dir.parent.parent}): seed mIoU {out['miou']:.2f}, "
+                f"leak {fmt(out['leak'])}%")
+            return out
+        if name == "refine" and "semples_fma" in self.methods and \
+                not (runs.dir / "eval" / "semples_fma" / "metrics.json").is_file() and \
+                not (runs.dir / "eval" / "refine" / "metrics.json").is_file():
+            # the CAMs stay for (4), which removes them
+            self.train(runs, SEMPLES_RUNS, name)
+            with self.quiet(f"seed{runs.seed}"):
+                out = summary(runs.evaluate_cams(name, runs.cams(name)))
+            say(f"seed {runs.seed}: {name}: seed mIoU {out['miou']:.2f}, leak {fmt(out['leak'])}%")
+            return out
+        return self.trained_row(runs, SEMPLES_RUNS, name)
+
+    # -- (4) SemPLeS + FMA ---------------------------------------------------------------------------------------
+    def semples_fma(self, runs: SeedRuns) -> dict:
+        from semples.steps import caa
+
+        if (runs.dir / "eval" / "semples_fma" / "metrics.json").is_file():
+            return summary(read_json(runs.dir / "eval" / "semples_fma" / "metrics.json"))
+        generator = self.semples_generator(runs)
+        cfg = runs.cfg()
+        caa_dir = runs.dir / "cams" / "semples_fma"
+        say(f"seed {runs.seed}: semples_fma: CAA of the SemPLeS CAMs ({generator})")
+        with self.quiet(f"seed{runs.seed}"):
+            refine_cams = runs.cams("refine", generator=generator)
+            with torch_threads(self.threads):
+                self._timed(f"seed{runs.seed}/caa/semples_fma", lambda: caa.run(
+                    cfg, refine_cams, caa_dir, phase="fine", split=runs.split(cfg), progress=False))
+            out = summary(runs.evaluate_cams("semples_fma", caa_dir))
+        self._rm(refine_cams, caa_dir)
+        say(f"seed {runs.seed}: semples_fma: seed mIoU {out['miou']:.2f}, leak {fmt(out['leak'])}%")
+        return out
+
+    # -- (2) FMA-WSSS through the pipeline -----------------------------------------------------------------------
+    def fma_cfg(self, runs: SeedRuns):
+        return runs.cfg((f"experiment={FMA_EXPERIMENT}", "pipeline.method=fma", *self.clip_sets))
+
+    def fma_manifest(self, runs: SeedRuns) -> dict:
+        """`semples run --method fma --until eval-seeds` of this seed (skipped when its eval-seeds is done); the
+        run manifest (run.json), its path under ``"path"``."""
+        from semples.pipeline import Pipeline, run_pipeline
+
+        cfg = self.fma_cfg(runs)
+        pipeline = Pipeline(cfg)
+        done = pipeline.manifest["steps"].get("eval-seeds", {})
+        if done.get("status") != "done" or not Path(done["outputs"]["metrics"]).is_file():
+            say(f"seed {runs.seed}: fma: semples run --method fma --until eval-seeds ({pipeline.out})")
+            with self.quiet(f"seed{runs.seed}_fma"), torch_threads(self.threads):
+                self._timed(f"seed{runs.seed}/pipeline/fma", lambda: run_pipeline(cfg, until="eval-seeds"))
+        return {**read_json(pipeline.manifest_path), "path": str(pipeline.manifest_path)}
+
+    def fma(self, runs: SeedRuns) -> dict:
+        manifest = self.fma_manifest(runs)
+        steps = manifest["steps"]
+        out = summary(read_json(steps["eval-seeds"]["outputs"]["metrics"]))
+        out.update(run_manifest=manifest["path"], train_outputs=steps["train"]["outputs"],
+                   step_seconds={k: v.get("seconds") for k, v in steps.items()})
+        say(f"seed {runs.seed}: fma: seed mIoU {out['miou']:.2f}, leak {fmt(out['leak'])}%")
+        return out
+
+    def fma_coarse(self, runs: SeedRuns) -> tuple[dict, dict]:
+        """FMA's coarse CAMs (eval-seeds) and coarse SAMS seeds (eval-masks) from this seed's fma run."""
+        from semples.steps import masks
+
+        train = self.fma_manifest(runs)["steps"]["train"]["outputs"]
+        cfg = self.fma_cfg(runs)
+        sets = (f"experiment={FMA_EXPERIMENT}", "pipeline.method=fma", *self.clip_sets)
+        with self.quiet(f"seed{runs.seed}_fma"):
+            coarse = summary(runs.evaluate_cams("fma_coarse", Path(train["coarse_cams"]), sets=sets))
+            out = runs.dir / "eval" / "fma_coarse_sams"
+            if not (out / "metrics.json").is_file():
+                self._timed(f"seed{runs.seed}/eval/fma_coarse_sams", lambda: masks.run(
+                    cfg, train["coarse_seeds"], split=runs.split(cfg), out=out, progress=False))
+        return coarse, mask_summary(read_json(out / "metrics.json"))
 
     # -- (1) training-free ---------------------------------------------------------------------------------------
-    def clip_es(self, variant: str) -> dict:
-        from semples.infer.fma import fma_cams
+    def clip_es_cfg(self, variant: str, seed: int = 0):
+        return self.seed(seed).cfg((*self.clip_sets, self.template_set, *CLIP_ES_VARIANTS[variant][0]))
 
-        path = self.out / "clip_es" / variant / "analysis.json"
-        if (cached := self._cached(path)) is not None:
-            return cached
-        sets, _ = CLIP_ES_VARIANTS[variant]
-        extra = (f'generator.clip_cam.templates=["{self.fit["class_template"]}"]', *sets)
-        cfg = self.config(0, extra)
-        cams_dir = self.out / "clip_es" / variant / "cams" / SPLIT
-        log(f"clip_es/{variant}: training-free CLIP Grad-CAM seeds ({'CAA' if cfg.fma.caa.enabled else 'no CAA'}, "
-            f"templates {list(cfg.generator.clip_cam.templates)}, logit scale {cfg.generator.clip_cam.logit_scale})")
-        t0 = time.perf_counter()
-        with open(self.logs / f"clip_es_{variant}.log", "a") as f, contextlib.redirect_stderr(f):
-            manifest = fma_cams(cfg, None, cams_dir, phase="coarse", split=SPLIT, prompts="handcrafted")
-        result = self.evaluate_cams(f"clip_es/{variant}", cams_dir, self.out / "clip_es" / variant / "eval_seeds",
-                                    self.config_args(0, extra), f"clip_es_{variant}.log")
-        ms = manifest["settings"]
-        result["settings"] = {"overrides": list(extra), "phase": "coarse", "prompts": ms["prompts"], "caa": ms["caa"],
-                              "box_threshold": ms["box_threshold"], "scales": ms["scales"], "flip": ms["flip"]}
-        return self._done(path, result, f"clip_es/{variant}", t0)
+    def clip_es(self, variant: str) -> dict:
+        from semples.steps import clip_cams, seeds
+
+        base = self.out / "clip_es" / variant
+        if not (base / "eval" / "metrics.json").is_file():
+            cfg = self.clip_es_cfg(variant)
+            c = cfg.generator.clip_cam
+            say(f"clip_es/{variant}: training-free CLIP Grad-CAM seeds ({'CAA' if cfg.fma.caa.enabled else 'no CAA'}"
+                f", templates {list(c.templates)}, logit scale {c.logit_scale})")
+            split = self.seed(0).split(cfg)
+            with self.quiet("clip_es"), torch_threads(self.threads):
+                self._timed(f"clip_es/{variant}/cams", lambda: clip_cams.run(
+                    cfg, None, base / "cams", phase="coarse", split=split, prompts="handcrafted", progress=False))
+                self._timed(f"clip_es/{variant}/eval", lambda: seeds.run(
+                    cfg, base / "cams", split=split, out=base / "eval", samples=0, progress=False))
+            if variant != "primary":  # the primary CAMs are the determinism check's reference
+                self._rm(base / "cams")
+        metrics = read_json(base / "eval" / "metrics.json")
+        out = summary(metrics)
+        settings = metrics.get("cams", {}).get("settings", {})
+        out["settings"] = {"overrides": [*self.clip_sets, self.template_set, *CLIP_ES_VARIANTS[variant][0]],
+                           **{k: settings.get(k) for k in ("caa", "box_threshold", "scales", "flip") if k in settings}}
+        say(f"clip_es/{variant}: seed mIoU {out['miou']:.2f}, leak {fmt(out['leak'])}%")
+        return out
 
     def clip_es_determinism(self, seeds: list[int]) -> dict:
-        """Recomputes the first images' training-free CAMs with other seeds; compares them bit by bit."""
+        """Recomputes the first images' training-free CAMs under the other seeds; compares them bit by bit."""
         from semples.infer.cam_io import cam_path, load_cam
-        from semples.infer.fma import fma_cams
+        from semples.steps import clip_cams
 
         path = self.out / "clip_es" / "determinism.json"
-        if (cached := self._cached(path)) is not None:
-            return cached
-        extra = (f'generator.clip_cam.templates=["{self.fit["class_template"]}"]',)
-        reference = self.out / "clip_es" / "primary" / "cams" / SPLIT
-        n = min(DETERMINISM_IMAGES, len(self.dataset))
-        result: dict[str, Any] = {"images": n, "reference": str(reference), "seeds": {}}
-        t0 = time.perf_counter()
-        for seed in seeds:
-            if seed == 0:
-                continue
-            cams_dir = self.out / "clip_es" / f"determinism_seed{seed}"
-            with open(self.logs / "clip_es_determinism.log", "a") as f, contextlib.redirect_stderr(f):
-                fma_cams(self.config(seed, extra), None, cams_dir, phase="coarse", split=SPLIT, prompts="handcrafted",
-                         limit=n)
-            same = []
-            for image_id in self.dataset.ids[:n]:
-                a, ca = load_cam(cam_path(reference, image_id))
-                b, cb = load_cam(cam_path(cams_dir, image_id))
-                same.append(bool(np.array_equal(a, b) and np.array_equal(ca, cb)))
-            result["seeds"][str(seed)] = {"identical_images": int(sum(same)), "all_identical": all(same)}
-        result["seconds"] = round(time.perf_counter() - t0, 1)
+        reference = self.out / "clip_es" / "primary" / "cams"
+        ds = self.dataset(self.seed(0))
+        n = min(DETERMINISM_IMAGES, len(ds))
+        result: dict[str, Any] = read_json(path) if path.is_file() else {"images": n, "reference": str(reference),
+                                                                          "seeds": {}, "seconds": 0.0}
+        todo = [s for s in seeds if s != 0 and str(s) not in result["seeds"]]  # invocations may bring new seeds
+        if not todo:
+            return result
+        cfg0 = self.clip_es_cfg("primary")
+        split = self.seed(0).split(cfg0)
+        start = time.perf_counter()
+        with self.quiet("clip_es"), torch_threads(self.threads):
+            # the reference is complete unless an earlier invocation removed it (then its first n images again)
+            if not all(cam_path(reference, i).is_file() for i in ds.ids[:n]):
+                clip_cams.run(cfg0, None, reference, phase="coarse", split=split, prompts="handcrafted", limit=n,
+                              progress=False)
+            for seed in todo:
+                cams_dir = self.out / "clip_es" / f"determinism_seed{seed}"
+                clip_cams.run(self.clip_es_cfg("primary", seed), None, cams_dir, phase="coarse", split=split,
+                              prompts="handcrafted", limit=n, progress=False)
+                same = []
+                for image_id in ds.ids[:n]:
+                    a, ca = load_cam(cam_path(reference, image_id))
+                    b, cb = load_cam(cam_path(cams_dir, image_id))
+                    same.append(bool(np.array_equal(a, b) and np.array_equal(ca, cb)))
+                result["seeds"][str(seed)] = {"identical_images": int(sum(same)), "all_identical": all(same)}
+                shutil.rmtree(cams_dir, ignore_errors=True)
+        seconds = time.perf_counter() - start
+        result["seconds"] = round(result["seconds"] + seconds, 1)
+        self.timings.add("clip_es/determinism", seconds)
         write_json(path, result)
-        log(f"clip_es determinism: {result['seeds']}")
+        self._rm(reference)
+        say(f"clip_es determinism: {result['seeds']}")
         return result
-
-    # -- (2)-(5) through `semples run` ---------------------------------------------------------------------------
-    def run_method(self, method: str, seed: int) -> dict:
-        path = self.seed_dir(seed) / "analysis" / f"{method}.json"
-        if (cached := self._cached(path)) is not None:
-            return cached
-        extra = RESNET if method == "semples_resnet50" else ()
-        args = self.config_args(seed, extra)
-        log(f"seed {seed}: {method}: semples run --method {RUN_METHOD[method]} --until eval-seeds ...")
-        t0 = time.perf_counter()
-        cli(["run", *args, "--method", RUN_METHOD[method], "--until", "eval-seeds"],
-            self.logs / f"seed{seed}_{method}.log")
-        cfg = self.config(seed, extra)
-        from semples.pipeline import Pipeline
-
-        manifest_path = Pipeline(dataclasses_replace_method(cfg, RUN_METHOD[method])).manifest_path
-        manifest = read_json(manifest_path)
-        steps = manifest["steps"]
-        cams_dir = Path(steps["cams"]["outputs"]["seeds"])
-        eval_dir = Path(steps["eval-seeds"]["outputs"]["dir"])
-        result = summarise_metrics(read_json(eval_dir / "metrics.json"))
-        result["leak"] = leak_of_cams(self.dataset, cams_dir, result["threshold"])
-        result.update(key=f"seed{seed}/{method}", cams_dir=str(cams_dir), eval_dir=str(eval_dir),
-                      run_manifest=str(manifest_path), train_outputs=steps["train"]["outputs"],
-                      step_seconds={k: v.get("seconds") for k, v in steps.items()}, overrides=list(extra))
-        return self._done(path, result, f"seed{seed}/{method}", t0)
-
-    def context_generator(self, key: str, seed: int) -> dict:
-        """CAMs of an intermediate run (classify / match) of the WeakTr or ResNet-50 experiment."""
-        path = self.seed_dir(seed) / "analysis" / f"{key}.json"
-        if (cached := self._cached(path)) is not None:
-            return cached
-        family, stage = key.split("_")
-        extra = RESNET if family == "resnet50" else ()
-        cfg = self.config(seed, extra)
-        run_dir = Path(cfg.output_dir) / cfg.experiment / stage
-        if not (run_dir / "checkpoint.pt").exists():
-            raise FileNotFoundError(f"{run_dir}: no checkpoint (its method row trains it)")
-        args = self.config_args(seed, extra)
-        cams_dir = self.seed_dir(seed) / "context" / key / "cams"
-        log(f"seed {seed}: context {key}: cams + eval-seeds of {run_dir.name} ...")
-        t0 = time.perf_counter()
-        cli(["cams", *args, "--generator", str(run_dir), "--split", SPLIT, "--out", str(cams_dir), "--no-progress"],
-            self.logs / f"seed{seed}_context_{key}.log")
-        result = self.evaluate_cams(f"seed{seed}/{key}", cams_dir, self.seed_dir(seed) / "context" / key / "eval",
-                                    args, f"seed{seed}_context_{key}.log")
-        return self._done(path, result, f"seed{seed}/context/{key}", t0)
-
-    def context_fma(self, seed: int) -> dict:
-        """FMA's coarse CAMs (eval-seeds) and coarse SAMS seeds (eval-masks) from the fma run's folders."""
-        path = self.seed_dir(seed) / "analysis" / "fma_coarse.json"
-        if (cached := self._cached(path)) is not None:
-            return cached
-        fma = read_json(self.seed_dir(seed) / "analysis" / "fma.json")
-        cams_dir, seeds_dir = Path(fma["train_outputs"]["coarse_cams"]), Path(fma["train_outputs"]["coarse_seeds"])
-        args = self.config_args(seed)
-        log(f"seed {seed}: context fma_coarse: eval-seeds of the coarse CAMs, eval-masks of the coarse SAMS seeds ...")
-        t0 = time.perf_counter()
-        result = self.evaluate_cams(f"seed{seed}/fma_coarse", cams_dir, self.seed_dir(seed) / "context" / "fma_coarse"
-                                    / "eval", args, f"seed{seed}_context_fma_coarse.log")
-        masks_eval = self.seed_dir(seed) / "context" / "fma_coarse_sams" / "eval"
-        cli(["eval-masks", *args, "--masks", str(seeds_dir), "--split", SPLIT, "--out", str(masks_eval),
-             "--no-progress"], self.logs / f"seed{seed}_context_fma_coarse.log")
-        result["coarse_sams_masks"] = summarise_metrics(read_json(masks_eval / "metrics.json"))
-        result["coarse_sams_masks"]["dir"] = str(seeds_dir)
-        return self._done(path, result, f"seed{seed}/context/fma_coarse", t0)
-
 
     # -- why the CLIP rows look as they do ----------------------------------------------------------------------
     def clip_probe(self, seeds: list[int]) -> dict:
-        """How well the toy CLIP's features rank the classes present in the 600 training images (mAP over the 6
+        """How well the toy CLIP's features rank the classes present in the training images (mAP over the 6
         classes; top-1 = the highest-scoring class is present), for the feature the toy CLIP was trained with (class
-        token, 64 px) and the one the Grad-CAM generator uses (mean of projected patch tokens, at 64 px and at the
-        native 96-128 px the seeds are computed at), with the handcrafted prompts and with each seed's trained
-        fma-classify prompts."""
+        token, at its own input size) and the one the Grad-CAM generator uses (mean of projected patch tokens, at
+        the CLIP's input size and at the images' native size the seeds are computed at), with the handcrafted
+        prompts and with each seed's trained fma-classify prompts."""
         import torch
         import torch.nn.functional as F
 
         from semples.data.transforms import normalize, to_tensor
-        from semples.infer.fma import fma_generator
+        from semples.runs import RunLayout
+        from semples.steps.clip_cams import fma_generator
 
         path = self.out / "clip_probe.json"
-        if (cached := self._cached(path)) is not None and set(cached.get("fma_classify", {})) >= {str(s) for s in
-                                                                                                 seeds}:
+        if path.is_file() and set((cached := read_json(path)).get("fma_classify", {})) >= {str(s) for s in seeds}:
             return cached
-        log("clip probe: class-token vs patch-mean features of the toy CLIP on the training images ...")
-        t0 = time.perf_counter()
-        ds = self.dataset
+        say("clip probe: class-token vs patch-mean features of the toy CLIP on the training images ...")
+        start = time.perf_counter()
+        ds = self.dataset(self.seed(0))
         k = len(ds.classes.names)
-        cfg = self.config(0, (f'generator.clip_cam.templates=["{self.fit["class_template"]}"]',))
-        gen, _ = fma_generator(cfg, None, ds.classes, prompts="handcrafted")
+        gen, _ = fma_generator(self.clip_es_cfg("primary"), None, ds.classes, prompts="handcrafted")
         gen.eval()
         clip = gen.clip
+        h, w = clip.image_size
+        size = f"{h}px" if h == w else f"{h}x{w}px"
         labels = np.stack([np.asarray(ds.labels(i)) > 0.5 for i in range(len(ds))])
         trained = {}
         for seed in seeds:
-            run = Path(self.config(seed).output_dir) / self.config(seed).experiment / "fma-classify"
+            cfg = self.fma_cfg(self.seed(seed))
+            run = RunLayout(cfg).stage("fma-classify")
             if (run / "checkpoint.pt").exists():
-                g, _ = fma_generator(self.config(seed), run, ds.classes)
-                trained[str(seed)] = g.eval()
-        scores: dict[str, list[np.ndarray]] = {"class_token_64px": [], "patch_mean_64px": [],
-                                               "patch_mean_native": []}
+                trained[str(seed)] = fma_generator(cfg, run, ds.classes)[0].eval()
+        own, native = f"class_token_{size}", f"patch_mean_{size}"
+        scores: dict[str, list[np.ndarray]] = {own: [], native: [], "patch_mean_native": []}
         scores.update({f"fma_classify_seed{s}_patch_mean_native": [] for s in trained})
         with torch.no_grad():
             text = gen.text_features()[:k]
             for i in range(len(ds)):
                 img = to_tensor(ds.load_image(i).convert("RGB"))
                 x = normalize(img, "imagenet")[None]
-                x64 = F.interpolate(x, size=clip.image_size, mode="bilinear", align_corners=False)
+                xs = F.interpolate(x, size=clip.image_size, mode="bilinear", align_corners=False)
                 f = F.normalize(clip.encode_image(normalize(img, "clip")[None]).float(), dim=-1)  # resized inside
-                scores["class_token_64px"].append((f @ text.t())[0].numpy())
-                scores["patch_mean_64px"].append(gen.image_logits(x64)[0, :k].numpy())
+                scores[own].append((f @ text.t())[0].numpy())
+                scores[native].append(gen.image_logits(xs)[0, :k].numpy())
                 scores["patch_mean_native"].append(gen.image_logits(x)[0, :k].numpy())
                 for s, g in trained.items():
                     scores[f"fma_classify_seed{s}_patch_mean_native"].append(g.image_logits(x)[0, :k].numpy())
-        result: dict[str, Any] = {"images": len(ds), "template": self.fit["class_template"], "features": {}}
+        result: dict[str, Any] = {"images": len(ds), "clip_image_size": [h, w], "template": self.fit["class_template"],
+                                  "features": {}}
         for name, rows in scores.items():
             sc = np.stack(rows)
             aps = [average_precision(sc[:, c], labels[:, c]) for c in range(k)]
             top1 = float(np.mean(labels[np.arange(len(ds)), sc.argmax(1)]))
             result["features"][name] = {"map": float(np.nanmean(aps)), "top1_present": top1,
-                                        "ap_per_class": dict(zip(ds.classes.names, aps))}
+                                        "ap_per_class": {c: (None if np.isnan(a) else a)
+                                                         for c, a in zip(ds.classes.names, aps)}}
         result["fma_classify"] = {s: result["features"][f"fma_classify_seed{s}_patch_mean_native"] for s in trained}
-        result["seconds"] = round(time.perf_counter() - t0, 1)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        self.timings.add("clip_probe", result["seconds"])
         write_json(path, result)
-        log("clip probe: " + ", ".join(f"{n} mAP {100 * v['map']:.1f}" for n, v in result["features"].items()))
+        say("clip probe: " + ", ".join(f"{n} mAP {100 * v['map']:.1f}" for n, v in result["features"].items()))
         return result
 
 
@@ -442,217 +513,260 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     return float((precision * y).sum() / y.sum())
 
 
-def dataclasses_replace_method(cfg, method: str):
-    import dataclasses
-
-    return dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, method=method))
-
-
-# ----------------------------------------------------------------------------------------------------- report
-def pct(v: float | None, digits: int = 1) -> str:
-    return "—" if v is None else f"{100 * v:.{digits}f}"
-
-
-def aggregate(per_seed: dict[str, dict]) -> dict:
-    seeds = sorted(per_seed, key=int)
-    out = {"seeds": [int(s) for s in seeds],
-           "miou": mean_std([per_seed[s]["miou"] for s in seeds]),
-           "threshold": mean_std([per_seed[s].get("threshold") for s in seeds]),
-           "leak": mean_std([per_seed[s].get("leak", {}).get("mean") for s in seeds]),
-           "bg_false_positive_rate": mean_std([per_seed[s].get("bg_false_positive_rate") for s in seeds])}
-    classes = list(per_seed[seeds[0]]["per_class_iou"]) if seeds else []
-    out["per_class_iou"] = {c: mean_std([per_seed[s]["per_class_iou"].get(c) for s in seeds]) for c in classes}
-    if seeds and "leak" in per_seed[seeds[0]]:
-        names = list(per_seed[seeds[0]]["leak"]["per_class"])
-        out["leak_per_class"] = {c: mean_std([per_seed[s]["leak"]["per_class"].get(c) for s in seeds])
-                                 for c in names}
-    return out
-
-
-def fmt_ms(agg: dict, key: str = "miou") -> str:
-    m = agg[key]
-    if m["mean"] is None:
-        return "—"
-    return f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}"
-
-
-def markdown(results: dict) -> str:
-    rows, ctx, meta = results["methods"], results["context"], results["meta"]
-    lines = ["| method | seed mIoU (mean ± std) | per seed (0, 1, 2) | best t (mean) | leak % (mean) | "
-             "bg FP % (mean) |", "|---|---:|---|---:|---:|---:|"]
-    for key, label in METHODS.items():
-        if key not in rows:
-            continue
-        agg = rows[key]["aggregate"]
-        per = ", ".join(pct(rows[key]["per_seed"][s]["miou"]) for s in sorted(rows[key]["per_seed"], key=int))
-        t = agg["threshold"]["mean"]
-        lines.append(f"| {label} | {fmt_ms(agg)} | {per} | {'—' if t is None else f'{t:.2f}'} | "
-                     f"{pct(agg['leak']['mean'])} | {pct(agg['bg_false_positive_rate']['mean'])} |")
-    lines += ["", "Context (same seeds, same folders):", "",
-              "| run | seed mIoU (mean ± std) | per seed | leak % (mean) |", "|---|---:|---|---:|"]
-    for key, label in CONTEXT.items():
-        if key not in ctx:
-            continue
-        agg = ctx[key]["aggregate"]
-        per = ", ".join(pct(ctx[key]["per_seed"][s]["miou"]) for s in sorted(ctx[key]["per_seed"], key=int))
-        lines.append(f"| {label} | {fmt_ms(agg)} | {per} | {pct(agg['leak']['mean'])} |")
-    if "fma_coarse_sams_masks" in ctx:
-        agg = ctx["fma_coarse_sams_masks"]["aggregate"]
-        per = ", ".join(pct(v["miou"]) for _, v in sorted(ctx["fma_coarse_sams_masks"]["per_seed"].items()))
-        lines.append(f"| FMA coarse SAMS seeds (label maps, eval-masks; superpixel regions) | {fmt_ms(agg)} | {per} "
-                     "| — |")
-    variants = results.get("clip_es_variants", {})
-    if variants:
-        lines += ["", "Training-free sensitivity (seed independent; the primary row is the one in the table above):",
-                  "", "| variant | seed mIoU | best t | leak % |", "|---|---:|---:|---:|"]
-        for key, (_, label) in CLIP_ES_VARIANTS.items():
-            if key in variants:
-                v = variants[key]
-                lines.append(f"| {label} | {pct(v['miou'])} | {v['threshold']:.2f} | {pct(v['leak']['mean'])} |")
-    probe = results.get("clip_probe")
-    if probe:
-        lines += ["", f"Toy CLIP features on the {probe['images']} training images (class ranking; prompts "
-                  f"'{probe['template']}' unless trained):", "", "| image feature | mAP % | top-1 present % |",
-                  "|---|---:|---:|"]
-        for name, v in probe["features"].items():
-            lines.append(f"| {name} | {pct(v['map'])} | {pct(v['top1_present'])} |")
-    # per-class IoU of the methods
-    present = [k for k in METHODS if k in rows]
-    if present:
-        classes = list(rows[present[0]]["aggregate"]["per_class_iou"])
-        lines += ["", "Per-class IoU % (mean over seeds):", "",
-                  "| method | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
-        for key in present:
-            pc = rows[key]["aggregate"]["per_class_iou"]
-            lines.append(f"| {key} | " + " | ".join(pct(pc[c]["mean"]) for c in classes) + " |")
-        names = list(rows[present[0]]["aggregate"].get("leak_per_class", {}))
-        if names:
-            lines += ["", "Per-class leak rate % (mean over seeds; class → its associated background):", "",
-                      "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-            for key in present:
-                lk = rows[key]["aggregate"]["leak_per_class"]
-                lines.append(f"| {key} | " + " | ".join(pct(lk[c]["mean"]) for c in names) + " |")
-    timing = meta.get("timings", {})
-    if timing:
-        lines += ["", "Wall time per step (s, all invocations; machine shared, see load):", "",
-                  "| step | seconds |", "|---|---:|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in sorted(timing.items())]
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--out", type=Path, default=None,
-                   help="run folders (default runs/methods; --quick: runs/methods-quick)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    p.add_argument("--no-context", action="store_true", help="skip the classify / match / coarse context rows")
-    p.add_argument("--no-variants", action="store_true", help="skip the training-free sensitivity variants")
-    p.add_argument("--quick", action="store_true", help="24 images, 1 epoch per stage: a smoke check, not results")
-    p.add_argument("--json", type=Path, default=None, help="raw numbers (default benchmarks/results/...)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of this process (default 1: THREADS_NOTE)")
-    args = p.parse_args(argv)
-    out = (args.out or REPO / "runs" / ("methods-quick" if args.quick else "methods")).resolve()
-    json_path = args.json or (out / "synthetic_methods.json" if args.quick else DEFAULT_JSON)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "logs").mkdir(exist_ok=True)
-    logging.basicConfig(level=logging.INFO, stream=_CurrentStderr(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    import torch
-
-    torch.set_num_threads(args.threads)  # the CLI sets none; see THREADS_NOTE
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    t_start = time.perf_counter()
-    sampler = LoadSampler()
-    sampler.start()
-    timings = Timings(out / "timings.json")
-    bench = Bench(out, args.quick, timings)
-    log(f"out {out}; seeds {args.seeds}; methods {args.methods}; toy CLIP: text context {bench.fit['text_context']}, "
-        f"longest name {bench.fit['longest_name_tokens']} tokens -> context length <= "
-        f"{bench.fit['max_context_length']} fits, using {CONTEXT_LENGTH}; logit scale {bench.toy_logit_scale}")
-    log(f"common overrides: {list(bench.common)}")
-
-    results: dict[str, Any] = {"methods": {}, "context": {}, "clip_es_variants": {}, "failures": []}
+def collect(bench: Benchmark, seeds: list[int], *, context: bool, variants: bool) -> dict:
+    """Every row, seed by seed; a failing row is reported and the others still run."""
+    res: dict[str, Any] = {"rows": {}, "context": {}, "clip_es_variants": {}, "failures": []}
+    methods = bench.methods
 
     def attempt(what: str, fn, *a):
         try:
             return fn(*a)
-        except Exception as e:  # a failing row is reported, the others still run
-            log(f"FAILED {what}: {type(e).__name__}: {e}")
-            results["failures"].append({"what": what, "error": f"{type(e).__name__}: {e}"})
+        except Exception as e:
+            say(f"FAILED {what}: {type(e).__name__}: {e}")
+            res["failures"].append({"what": what, "error": f"{type(e).__name__}: {e}"})
             return None
 
-    if "clip_es" in args.methods:
-        variants = ["primary"] + ([] if args.no_variants else [v for v in CLIP_ES_VARIANTS if v != "primary"])
-        for v in variants[:1]:
-            if (r := attempt(f"clip_es/{v}", bench.clip_es, v)) is not None:
-                results["clip_es_variants"][v] = r
-        if results["clip_es_variants"].get("primary"):
-            results["clip_es_determinism"] = attempt("clip_es determinism", bench.clip_es_determinism, args.seeds)
+    def put(group: str, key: str, seed: int, value) -> None:
+        if value is not None:
+            res[group].setdefault(key, {})[seed] = value
 
-    for seed in args.seeds:
-        for method in ("semples", "semples_fma", "fma", "semples_resnet50"):
-            if method not in args.methods:
-                continue
-            if (r := attempt(f"seed{seed}/{method}", bench.run_method, method, seed)) is not None:
-                results["methods"].setdefault(method, {"per_seed": {}})["per_seed"][str(seed)] = r
-            if args.no_context or r is None:
-                continue
-            keys = {"semples": ("weaktr_classify", "weaktr_match"), "semples_resnet50": ("resnet50_classify",
-                                                                                         "resnet50_match")}
-            for key in keys.get(method, ()):
-                if (c := attempt(f"seed{seed}/{key}", bench.context_generator, key, seed)) is not None:
-                    results["context"].setdefault(key, {"per_seed": {}})["per_seed"][str(seed)] = c
-            if method == "fma" and (c := attempt(f"seed{seed}/fma_coarse", bench.context_fma, seed)) is not None:
-                results["context"].setdefault("fma_coarse", {"per_seed": {}})["per_seed"][str(seed)] = c
-                results["context"].setdefault("fma_coarse_sams_masks", {"per_seed": {}})["per_seed"][str(seed)] = \
-                    c["coarse_sams_masks"]
+    if "clip_es" in methods:
+        if (r := attempt("clip_es/primary", bench.clip_es, "primary")) is not None:
+            res["clip_es_variants"]["primary"] = r
+            res["clip_es_determinism"] = attempt("clip_es determinism", bench.clip_es_determinism, seeds)
+    for seed in seeds:
+        runs = bench.seed(seed)
+        if "semples" in methods or "semples_fma" in methods:
+            put("rows", "semples", seed, attempt(f"seed{seed}/semples", bench.semples, runs))
+        if "semples_fma" in methods:
+            put("rows", "semples_fma", seed, attempt(f"seed{seed}/semples_fma", bench.semples_fma, runs))
+        if context and ("semples" in methods or "semples_fma" in methods):
+            for stage in ("classify", "match"):
+                put("context", f"weaktr_{stage}", seed, attempt(f"seed{seed}/weaktr_{stage}", bench.semples, runs,
+                                                                 stage))
+        if "fma" in methods:
+            put("rows", "fma", seed, attempt(f"seed{seed}/fma", bench.fma, runs))
+            if context and seed in res["rows"].get("fma", {}):
+                if (c := attempt(f"seed{seed}/fma_coarse", bench.fma_coarse, runs)) is not None:
+                    put("context", "fma_coarse", seed, c[0])
+                    put("context", "fma_coarse_sams", seed, c[1])
+        if "semples_resnet50" in methods:
+            put("rows", "semples_resnet50", seed, attempt(f"seed{seed}/semples_resnet50", bench.trained_row, runs,
+                                                          RESNET_RUNS, "resnet50_refine"))
+            if context:
+                for stage in ("classify", "match"):
+                    put("context", f"resnet50_{stage}", seed, attempt(f"seed{seed}/resnet50_{stage}",
+                                                                      bench.trained_row, runs, RESNET_RUNS,
+                                                                      f"resnet50_{stage}"))
+    if "clip_es" in methods:
+        res["clip_probe"] = attempt("clip probe", bench.clip_probe, seeds)
+        if variants:  # sensitivity last: it is not part of the table
+            for v in [v for v in CLIP_ES_VARIANTS if v != "primary"]:
+                if (r := attempt(f"clip_es/{v}", bench.clip_es, v)) is not None:
+                    res["clip_es_variants"][v] = r
+        # seed independent (determinism checked), so one value stands for every seed
+        if "primary" in res["clip_es_variants"]:
+            res["rows"]["clip_es"] = {s: res["clip_es_variants"]["primary"] for s in seeds}
+    return res
 
-    if "clip_es" in args.methods:
-        results["clip_probe"] = attempt("clip probe", bench.clip_probe, args.seeds)
-    if "clip_es" in args.methods and not args.no_variants:  # sensitivity last: it is not part of the table
-        for v in [v for v in CLIP_ES_VARIANTS if v != "primary"]:
-            if (r := attempt(f"clip_es/{v}", bench.clip_es, v)) is not None:
-                results["clip_es_variants"][v] = r
 
-    # the training-free row: seed independent (determinism checked), so one value stands for every seed
-    if "primary" in results["clip_es_variants"]:
-        prim = results["clip_es_variants"]["primary"]
-        results["methods"]["clip_es"] = {"per_seed": {str(s): prim for s in args.seeds},
-                                         "note": "training-free: computed once (seed 0 config); seeds do not enter "
-                                                 "(checked bit by bit, see clip_es_determinism)"}
-    for group in ("methods", "context"):
-        for rec in results[group].values():
-            rec["aggregate"] = aggregate(rec["per_seed"])
+# ----------------------------------------------------------------------------------------------------- report
+def row_stats(per: dict[int, dict]) -> dict:
+    out = {"n": len(per), "seeds": sorted(per)}
+    for key in ("miou", "leak", "cam_on_bg", "bg_fp", "threshold"):
+        out[key] = mean_std([v.get(key) for v in per.values()])
+    first = per[min(per)] if per else {}
+    out["iou"] = {c: mean_std([v["iou"].get(c) for v in per.values()])[0] for c in first.get("iou", {})}
+    out["leak_per_class"] = {c: mean_std([v["leak_per_class"].get(c) for v in per.values()])[0]
+                             for c in first.get("leak_per_class", {})}
+    return out
 
-    wall = time.perf_counter() - t_start
-    usage_self, usage_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    results["meta"] = {
+
+def comparisons(rows: dict) -> dict:
+    """SemPLeS − each other method, paired by seed, for seed mIoU and leak rate."""
+    out = {}
+    for name in METHODS:
+        if name != "semples" and name in rows and "semples" in rows:
+            out[name] = {"miou": compare(rows, "semples", name, "miou"), "leak": compare(rows, "semples", name, "leak")}
+            out[name]["miou"]["beyond"] = beyond(out[name]["miou"], "higher")
+            out[name]["leak"]["beyond"] = beyond(out[name]["leak"], "lower")
+    return out
+
+
+def markdown(res: dict, stats: dict, comp: dict, meta: dict) -> str:
+    L: list[str] = []
+    add = L.append
+    seeds = meta["seeds"]
+    add(f"Preset `{PRESET}`{' (--quick: a smoke check, not results)' if meta['quick'] else ''}; seeds {seeds}; "
+        f"seed mIoU and leak rate in %, mean ± sample std over seeds, on the {meta['images']} training images at "
+        "each run's best background threshold (oracle, as in the paper); leak = share of a class's "
+        "associated-background pixels labelled as the class at that threshold; CAM on bg = mean CAM of a class on "
+        "those pixels (threshold-free)" + (f"; SemPLeS rows read from `{meta['ablation']}`" if meta["ablation"]
+                                          else "") + ".")
+    add("")
+    add("| method | seed mIoU | per seed | leak | CAM on bg | bg FP | best t |")
+    add("|---|---:|---|---:|---:|---:|---:|")
+    for key, label in METHODS.items():
+        if key not in stats["rows"]:
+            continue
+        st, per = stats["rows"][key], res["rows"][key]
+        add(f"| {label} | {fmt(*st['miou'])} | " + ", ".join(fmt(per[s]["miou"]) for s in sorted(per)) +
+            f" | {fmt(*st['leak'])} | {fmt(*st['cam_on_bg'], digits=3)} | {fmt(*st['bg_fp'])} | "
+            f"{fmt(st['threshold'][0], digits=2)} |")
+    if comp:
+        add("")
+        add("#### SemPLeS against each method (paired by seed: SemPLeS − method, 95% interval)")
+        add("")
+        add("| method | n | Δ seed mIoU [95% CI] | beyond (higher)? | Δ leak [95% CI] | beyond (lower)? |")
+        add("|---|---:|---:|---|---:|---|")
+        for name, c in comp.items():
+            add(f"| {METHODS[name]} | {c['miou']['n']} | {fmt_ci(c['miou'])} | {c['miou']['beyond']} | "
+                f"{fmt_ci(c['leak'])} | {c['leak']['beyond']} |")
+        if "clip_es" in comp:
+            add("")
+            add("The training-free row is one value for every seed: its interval is SemPLeS's own seed spread.")
+    ctx = [k for k in CONTEXT if k in stats["context"]]
+    if ctx:
+        add("")
+        add("#### Context (same seeds, same folders)")
+        add("")
+        add("| run | seed mIoU | per seed | leak | CAM on bg |")
+        add("|---|---:|---|---:|---:|")
+        for key in ctx:
+            st, per = stats["context"][key], res["context"][key]
+            add(f"| {CONTEXT[key]} | {fmt(*st['miou'])} | " + ", ".join(fmt(per[s]["miou"]) for s in sorted(per)) +
+                f" | {fmt(*st['leak'])} | {fmt(*st['cam_on_bg'], digits=3)} |")
+    variants = res.get("clip_es_variants", {})
+    if variants:
+        add("")
+        add("#### Training-free sensitivity (seed independent; the primary row is the one in the table above)")
+        add("")
+        add("| variant | seed mIoU | best t | leak |")
+        add("|---|---:|---:|---:|")
+        for key, (_, label) in CLIP_ES_VARIANTS.items():
+            if key in variants:
+                v = variants[key]
+                add(f"| {label} | {fmt(v['miou'])} | {fmt(v['threshold'], digits=2)} | {fmt(v['leak'])} |")
+        det = res.get("clip_es_determinism")
+        if det and det["seeds"]:
+            same = ", ".join(f"seed {s}: {v['identical_images']}/{det['images']}" for s, v in det["seeds"].items())
+            add("")
+            add(f"Determinism: the first {det['images']} images' training-free CAMs recomputed under other seeds, "
+                f"bit-identical to seed 0's: {same}.")
+    probe = res.get("clip_probe")
+    if probe:
+        add("")
+        add(f"#### Toy CLIP features on the {probe['images']} training images (class ranking; prompts "
+            f"'{probe['template']}' unless trained; CLIP input {probe['clip_image_size'][0]} px)")
+        add("")
+        add("| image feature | mAP | top-1 present |")
+        add("|---|---:|---:|")
+        for name, v in probe["features"].items():
+            add(f"| {name} | {fmt(100 * v['map'])} | {fmt(100 * v['top1_present'])} |")
+    present = [k for k in METHODS if k in stats["rows"]]
+    if present:
+        classes = list(stats["rows"][present[0]]["iou"])
+        add("")
+        add("#### Per-class IoU (mean over seeds)")
+        add("")
+        add("| method | " + " | ".join(classes) + " |")
+        add("|---|" + "---:|" * len(classes))
+        for key in present:
+            add(f"| {key} | " + " | ".join(fmt(stats["rows"][key]["iou"].get(c)) for c in classes) + " |")
+        names = list(stats["rows"][present[0]]["leak_per_class"])
+        if names:
+            add("")
+            add("#### Per-class leak rate (mean over seeds; class → its associated background)")
+            add("")
+            assoc = meta.get("associations", {})
+            add("| method | " + " | ".join(f"{c} → {assoc[c]}" if c in assoc else c for c in names) + " |")
+            add("|---|" + "---:|" * len(names))
+            for key in present:
+                add(f"| {key} | " + " | ".join(fmt(stats["rows"][key]["leak_per_class"].get(c)) for c in names)
+                    + " |")
+    if res["failures"]:
+        add("")
+        add("#### Failures")
+        add("")
+        add("\n".join(f"- {f['what']}: {f['error']}" for f in res["failures"]))
+    if meta.get("timings"):
+        add("")
+        add("#### Wall time per step (s, all invocations; machine shared, see the load average)")
+        add("")
+        add("| step | seconds |")
+        add("|---|---:|")
+        L += [f"| {k} | {v:.0f} |" for k, v in sorted(meta["timings"].items())]
+    return "\n".join(L) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--ablation", default=None, metavar="DIR",
+                   help="--out of benchmarks/synthetic_ablation.py: read its SemPLeS evaluations instead of training")
+    p.add_argument("--out", default=None, help="run folders (default runs/methods; --quick: runs/methods-quick)")
+    p.add_argument("--json", default=None, help=f"raw numbers (default {DEFAULT_JSON.relative_to(REPO)})")
+    p.add_argument("--no-context", action="store_true", help="skip the classify / match / coarse context rows")
+    p.add_argument("--no-variants", action="store_true", help="skip the training-free sensitivity variants")
+    p.add_argument("--threads", type=int, default=1, help=f"torch threads per run (default: {THREADS_NOTE})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--quick", action="store_true", help="tiny world and 1 epoch per stage: a smoke check, not results")
+    p.add_argument("--keep-cams", action="store_true")
+    args = p.parse_args(argv)
+    args.out = args.out or str(REPO / "runs" / ("methods-quick" if args.quick else "methods"))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)  # for what runs outside SeedRuns / torch_threads (the CLIP probe)
+    started, start = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
+    sampler = LoadSampler()
+    sampler.start()
+    bench = Benchmark(args)
+    fit = bench.fit
+    say(f"out {bench.out}; seeds {args.seeds}; methods {args.methods}; toy CLIP {fit['arch']}: image "
+        f"{fit['image_size']}, text context {fit['text_context']}, longest name {fit['longest_name_tokens']} tokens "
+        f"-> context length <= {fit['max_context_length']} fits, using {CONTEXT_LENGTH}; logit scale "
+        f"{fit['toy_logit_scale']:.4f}")
+    say(f"overrides (every run): {list(bench.overrides)}; CLIP rows also: {list(bench.clip_sets)}")
+    res = collect(bench, args.seeds, context=not args.no_context, variants=not args.no_variants)
+    stats = {g: {k: row_stats(v) for k, v in res[g].items()} for g in ("rows", "context")}
+    comp = comparisons(res["rows"])
+
+    wall = time.perf_counter() - start
+    dataset = bench.dataset(bench.seed(0))
+    usage, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    meta = {
         "command": "python benchmarks/synthetic_methods.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "preset": PRESET, "split": SPLIT, "seeds": args.seeds, "quick": args.quick, "out": str(out),
-        "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "wall_seconds_this_invocation": round(wall, 1),
-        "cpu_seconds_this_invocation": round(usage_self.ru_utime + usage_self.ru_stime + usage_children.ru_utime
-                                             + usage_children.ru_stime, 1),
-        "peak_rss_mib": round(usage_self.ru_maxrss / 1024, 1),
-        "load_average_this_invocation": sampler.stop(),
-        "timings": timings.data, "wall_seconds_all_invocations_sum_of_steps": round(sum(timings.data.values()), 1),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "threads_note": THREADS_NOTE},
-        "toy_clip_fit": bench.fit, "common_overrides": list(bench.common), "resnet_overrides": list(RESNET),
+        "preset": PRESET, "seeds": args.seeds, "methods": args.methods, "quick": args.quick, "out": str(bench.out),
+        "ablation": str(bench.ablation) if bench.ablation else None, "images": len(dataset),
+        "associations": dict(getattr(getattr(dataset, "world", None), "associations", {})),
+        "overrides": list(bench.overrides), "clip_row_overrides": list(bench.clip_sets),
+        "resnet_overrides": list(RESNET), "clip_es_template": bench.template_set,
         "clip_es_variant_overrides": {k: list(v[0]) for k, v in CLIP_ES_VARIANTS.items()},
-        "threshold_selection": "best background threshold on the 600 training images (oracle, as in the paper)",
+        "semples_runs": {n: dataclasses.asdict(r) for n, r in {**SEMPLES_RUNS, **RESNET_RUNS}.items()},
+        "toy_clip_fit": fit, "threads": args.threads, "threads_note": THREADS_NOTE,
+        "threshold_selection": "best background threshold on the evaluated training images (oracle, as in the paper)",
+        "std": "sample standard deviation over seeds (ddof 1)",
+        "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds_this_invocation": round(wall, 1),
+        "cpu_seconds_this_invocation": round(usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime,
+                                             1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "load": sampler.stop(),
+        "seconds_recorded": bench.timings.total(), "timings": bench.timings.data,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__},
     }
-    write_json(json_path, results)
-    report = markdown(results)
-    (out / "report.md").write_text(report)
-    print(report, file=sys.__stdout__)
-    log(f"raw numbers -> {json_path}; report -> {out / 'report.md'}; failures: {len(results['failures'])}; "
-        f"total wall {wall / 60:.1f} min this invocation (sum of recorded steps, all invocations: "
-        f"{sum(timings.data.values()) / 60:.1f} min)")
-    return 1 if results["failures"] else 0
+    report = markdown(res, stats, comp, meta)
+    print(report)
+    (bench.out / "report.md").write_text(report)
+    json_path = Path(args.json) if args.json else (bench.out / "synthetic_methods.json" if args.quick
+                                                    else DEFAULT_JSON)
+    write_json(json_path, {"meta": meta, **res, "stats": stats, "comparisons": comp})
+    say(f"wrote {bench.out / 'report.md'} and {json_path}; failures: {len(res['failures'])}; "
+        f"{wall / 60:.1f} min this invocation ({bench.timings.total() / 60:.1f} min recorded, all invocations)")
+    return 1 if res["failures"] else 0
 
 
 if __name__ == "__main__":

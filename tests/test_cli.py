@@ -165,4 +165,36 @@ def test_changing_inference_or_other_stage_settings_keeps_finished_runs(tmp_path
     assert capsys.readouterr().out.count("skipped") == 4
     # λ of stage refine: the earlier stages stay finished, refine's folder refuses the other setting
     assert main([*base, "--set", "loss.lambda_refine=0.1"]) == 1
-    assert "refine/checkpoint.pt: finished with a different config (loss.lambda_refine)" in capsys.readouterr().err
+    assert ("refine/checkpoint.pt (finished): made from other inputs or settings (loss.lambda_refine: 0.05 -> 0.1); "
+            "pass --force to redo it, or choose another --run-dir") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("control", ["gaussian", "class_text"])
+def test_refine_controls_build_and_train_without_prompts(tmp_path, control):
+    """The ablation's control rows: u^b replaced by Gaussian directions or by the class's own text feature."""
+    import torch
+
+    from semples.config import load_config
+    from semples.data import build_dataset
+    from semples.models.clip import load_clip
+    from semples.stages import build_stage
+
+    base = ["--config", "tiny", "--set", f"output_dir={tmp_path}"]
+    assert main(["train", "--stage", "classify", *base]) == 0
+    ctl = [*base, "--set", f"prompts.refine_with={control}"]
+    assert main(["train", "--stage", "refine", "--generator", str(run_dir(tmp_path, "classify")), *ctl]) == 0
+    manifest = json.loads((run_dir(tmp_path, "refine") / "manifest.json").read_text())
+    assert manifest["inputs"]["prompts"]["control"] == control
+    assert read_checkpoint(run_dir(tmp_path, "refine"))["finished"]
+    # the features the control stands in with
+    cfg = load_config("tiny", [f"output_dir={tmp_path}", f"prompts.refine_with={control}"])
+    clip = load_clip(cfg.clip)
+    classes = build_dataset(cfg.data, cfg.data.train_split).classes
+    stage = build_stage("refine", cfg, classes, generator=str(run_dir(tmp_path, "classify")), clip=clip).stage
+    again = build_stage("refine", cfg, classes, generator=str(run_dir(tmp_path, "classify")), clip=clip).stage
+    assert torch.equal(stage.prompt_features, again.prompt_features)  # seeded: the same control every time
+    u_f = clip.class_text_features(list(classes.prompt_names), cfg.clip.class_template)
+    assert torch.equal(stage.prompt_features, u_f) == (control == "class_text")
+    # a control and --prompts together is a contradiction, said in one line
+    assert main(["train", "--stage", "refine", "--generator", str(run_dir(tmp_path, "classify")), "--prompts",
+                 str(tmp_path), "--run-dir", str(tmp_path / "other"), *ctl]) == 1

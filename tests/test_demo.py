@@ -13,23 +13,45 @@ def test_reduced_demo_writes_a_complete_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "seeds after match" in printed and "report.html" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("seeds_after_match", "seeds_after_refine", "pseudo_masks", "final"):
+    for key in ("seeds_after_match", "seeds_after_refine", "control_untrained_prompts", "pseudo_masks", "final"):
         m = metrics[key]
         assert 0.0 <= m["miou"] <= 1.0
         assert set(m["per_class_iou"]) == {"background", "boat", "plane", "cow", "train", "bird", "car"}
         assert set(m["leak"]["per_class"]) == {"boat", "plane", "cow", "train", "bird", "car"}
     assert metrics["final"]["split"] == "val" and metrics["seeds_after_refine"]["split"] == "train"
+    # the control: refine from the same start with the untrained U[0,1) prompt vectors as u^b
+    control = json.loads((out / "runs" / "synth_demo_tiny" / "refine_untrained" / "manifest.json").read_text())
+    assert control["inputs"]["prompts"]["path"].endswith("prompt_untrained/checkpoint.pt")
+    assert control["inputs"]["generator"]["path"].endswith("classify/checkpoint.pt")
+    from semples.utils.checkpoint_io import read_checkpoint
+
+    assert read_checkpoint(out / "runs" / "synth_demo_tiny" / "prompt_untrained")["progress"]["global_step"] == 0
+    # the sentence says what refine did to the leak, and that this config has no multi-seed reference
+    assert "stage refine" in metrics["verdict"] and "No multi-seed reference" in metrics["verdict"]
+    assert metrics["reference"] is None and metrics["verdict"] in printed
     probe = metrics["prompts"]["per_class"]
     assert set(probe) == {"boat", "plane", "cow", "train", "bird", "car"}
     assert all(len(p["nearest_captions"]) == 3 for p in probe.values())
     assert 0.0 <= metrics["prompts"]["share_nearest_is_associated"] <= 1.0
     html = (out / "report.html").read_text()
-    for section in ("summary", "per-class", "leak", "figures", "prompts", "curves", "details"):
+    for section in ("summary", "seeds", "per-class", "leak", "figures", "prompts", "curves", "details"):
         assert f'<section id="{section}">' in html
-    for title in ("CAM after match", "Leak rate per class", "learned background prompt"):
+    for title in ("CAM after match", "Leak rate per class", "learned background prompt", "untrained prompts"):
         assert title in html or title.lower() in html.lower()
     assert html.count("data:image/png;base64,") == 4  # samples, threshold curves, prompt heat maps, loss curves
     assert "figure missing" not in html
     # re-running skips the finished work and rewrites the same report
     assert main(["demo", "--out", str(out), "--config", "synth_demo_tiny"]) == 0
     assert json.loads((out / "metrics.json").read_text())["seeds_after_refine"] == metrics["seeds_after_refine"]
+
+
+def test_demo_checks_its_optional_dependencies_before_training(tmp_path, capsys, monkeypatch):
+    import semples.utils.extras as extras
+
+    real = extras._installed
+    monkeypatch.setattr(extras, "_installed", lambda m: m != "matplotlib" and real(m))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--config", "synth_demo_tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "pip install 'semples[infer]'" in err and "Traceback" not in err
+    assert not (out / "runs").exists()  # nothing was trained

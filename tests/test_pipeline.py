@@ -76,3 +76,14 @@ def test_fma_methods_write_their_seeds_where_the_shared_evaluation_reads_them(tm
         assert any((out / "cams_semples" / "train").glob("*.npz"))
     assert m["steps"]["pseudo-masks"]["outputs"]["pseudo"].endswith("pseudo_masks/sams_fine/train")
     assert 0.0 <= m["steps"]["eval-masks"]["outputs"]["miou"] <= 1.0
+
+
+def test_a_step_error_reaches_the_user_with_its_own_message(tmp_path, capsys):
+    args = ["run", "--config", "tiny", "--set", f"output_dir={tmp_path}", "--set", "data.dataset=voc",
+            "--set", f"data.root={tmp_path / 'no_voc_here'}"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "semples run: error:" in err and "no_voc_here: VOC root folder does not exist" in err
+    assert "failed (exit" not in err and "Traceback" not in err
+    m = manifest(tmp_path / "tiny")
+    assert m["steps"]["train"]["status"].startswith("failed: DataError")

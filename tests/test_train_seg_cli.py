@@ -98,7 +98,7 @@ def test_predictions_are_label_pngs_that_eval_masks_scores_alike(trained, tmp_pa
     for i, image_id in enumerate(val.ids):
         pred = read_mask(folder / f"{image_id}.png", val.num_classes)  # index PNG, values 0..K
         assert pred.shape == val.load_mask(i).shape
-    assert json.loads((folder / "manifest.json").read_text())["split"] == "val"
+    assert json.loads((folder / "manifest.json").read_text())["data"]["split"] == "val"
     # the colleague's `eval-masks` reads the same folder and finds the same mIoU
     assert main(["eval-masks", "--config", "tiny", "--masks", str(folder), "--out", str(tmp_path / "em")]) == 0
     em = json.loads((tmp_path / "em" / "metrics.json").read_text())

@@ -1,4 +1,10 @@
-"""`semples <verb> ...`: the command line. `main(argv)` returns an exit status, so tests can call it."""
+"""`semples <verb> ...`: the command line. `main(argv)` returns an exit status, so tests can call it.
+
+The only place that knows argv and exit codes: each verb module (`semples.commands`) parses its flags, calls one
+library function (`semples.steps`, `semples.pipeline`, `semples.demo`) and prints its result. Any
+`semples.errors.SemplesError` is printed as ``semples <verb>: error: <message>`` (exit 1; a `UsageError` exits 2);
+anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
-    from semples.errors import UsageError, UserError
+    from semples.errors import SemplesError, UsageError
 
     try:
         handled = _config_flags(args)  # --list-presets / --print-config of the verbs that read a config
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"semples {args.verb}: error: {e}", file=sys.stderr)
         return 2
-    except UserError as e:
+    except SemplesError as e:
         print(f"semples {args.verb}: error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and the like

@@ -29,12 +29,10 @@ from semples.utils.dataclass_config import (
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
-STAGES = ("classify", "match", "prompt", "refine", "joint", "segment", "fma-classify", "fma-segment")
-STAGE_SECTIONS = tuple(s.replace("-", "_") for s in STAGES)  # config section of each stage ("fma_classify")
-
 
 def stage_section(name: str) -> str:
-    """The config section of stage `name` (stage names use "-", YAML sections "_")."""
+    """The config section of stage `name` (stage names use "-", YAML sections "_"; `semples.stages.STAGES` lists
+    the stages)."""
     return name.replace("-", "_")
 
 
@@ -60,6 +58,9 @@ class PromptConfig:
     init_low: float = 0.0
     init_high: float = 1.0
     init_std: float = 0.02
+    refine_with: Literal["learned", "gaussian", "class_text"] = "learned"  # u^b of stage refine: the learned
+    # prompts (--prompts; SemPLeS), or an ablation control that needs no prompts: random N(0, I) directions in
+    # CLIP's joint space (seeded by `seed`), or the class's own text feature u^f
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ class StageConfig:
     grad_accum: int = 1  # micro-batches per optimiser step (batch_size is split across them)
     clip_grad_norm: float | None = None
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke tests, benchmarks)
+    order_seed: int | None = None  # seed of the data order alone (None: the experiment's `seed`); augmentation
+    # and model randomness keep `seed` — the noise-floor knob of benchmarks/synthetic_ablation.py
     checkpoint_every_steps: int | None = None  # extra mid-epoch checkpoints (long epochs); one per epoch always
     transform: TrainTransformConfig = field(default_factory=TrainTransformConfig)
 
@@ -377,10 +380,12 @@ class Config:
     fma_segment: StageConfig = field(default_factory=_fma_stage_defaults)  # stage fma-segment
 
     def stage(self, name: str) -> StageConfig:
-        """The optimisation section of stage `name`."""
-        if name not in STAGES:
-            raise ConfigError(f"unknown stage {name!r}; valid stages are: {', '.join(STAGES)}")
-        return getattr(self, stage_section(name))
+        """The optimisation section of stage `name` (every `StageConfig` field of the config is one)."""
+        section = getattr(self, stage_section(name), None)
+        if not isinstance(section, StageConfig):
+            valid = [f.replace("_", "-") for f, v in vars(self).items() if isinstance(v, StageConfig)]
+            raise ConfigError(f"unknown stage {name!r}; valid stages are: {', '.join(valid)}")
+        return section
 
 
 def preset_names() -> list[str]:
@@ -436,8 +441,6 @@ def dump_config(cfg: Config) -> str:
 
 
 __all__ = [
-    "STAGES",
-    "STAGE_SECTIONS",
     "CaaConfig",
     "CamConfig",
     "ClipCamConfig",

@@ -1,18 +1,20 @@
 """`semples demo`: the real SemPLeS chain on the synthetic co-occurrence world with the shipped toy CLIP.
 
-No argument, no network, about 10 minutes on 2 CPU cores (preset ``synth_demo``):
+No argument, no network, under 10 minutes on 2 CPU cores (preset ``synth_demo``):
 
     classify -> match -> prompt -> refine      (semples run, step train)
-    cams + eval-seeds after match AND after refine, leak rates of both
+    control: refine with untrained prompts     (prompt.max_steps=0: the U[0,1) initial vectors as u^b)
+    seeds (cams + eval-seeds, leak rate) after match, after refine and of the control
     pseudo masks (CRF) -> eval-masks -> train-seg -> eval on val
     report.html + metrics.json
 
-The report shows the metrics tables (seed mIoU after match and after refine, pseudo-mask mIoU, final mIoU, per
-class, and the leak rate: the share of each class's associated-background pixels labelled as that class), a figure
-grid (image | ground truth | CAM after match | CAM after refine | pseudo mask | prediction), what each learned
-background prompt looks at (similarity heat maps over images) and which background captions it is nearest to
-(paper Fig. 5), and the loss curves. Numbers come from a toy world and a toy CLIP: they show the mechanism, they
-are not comparable to VOC.
+The report shows seed mIoU and leak rate per class after match, after refine and for the untrained-prompt control
+(the leak rate: the share of each class's associated-background pixels labelled as that class), one sentence on
+whether refine lowered the leak in this run and how that compares with the multi-seed ablation of the same preset
+(`benchmarks/synthetic_ablation.py`, summarised in ``semples/assets/demo/ablation.json``), pseudo-mask and final
+mIoU, a figure grid (image | ground truth | CAM after match | CAM after refine | pseudo mask | prediction), what
+each learned background prompt looks at (paper Fig. 5) and which background captions it is nearest to, and the loss
+curves. Numbers come from a toy world and a toy CLIP: they show the mechanism, they are not comparable to VOC.
 """
 
 from __future__ import annotations
@@ -28,35 +30,25 @@ import torch
 from semples.config import Config, load_config
 from semples.pipeline import Pipeline
 from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text
+from semples.utils.extras import require
 
 log = logging.getLogger(__name__)
 
 DEMO_PRESET = "synth_demo"
 
 
-def _cli(argv: list[str]) -> None:
-    from semples.cli import main
-
-    status = main(argv)
-    if status != 0:
-        raise RuntimeError(f"semples {' '.join(argv)} failed (exit {status})")
+def demo_dependencies(cfg: Config) -> list[str]:
+    """Optional modules the demo with config `cfg` imports (keys of `semples.utils.extras.EXTRAS`)."""
+    modules = ["matplotlib"]  # the report's figures
+    if cfg.pseudo.method == "crf":
+        modules.append("pydensecrf.densecrf")
+    elif cfg.pseudo.method == "region-vote" and cfg.pseudo.region_vote.source == "superpixels":
+        modules.append("skimage")
+    return modules
 
 
 def _read(path: Path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-def _leak_of_seeds(dataset, cams_dir: Path, threshold: float):
-    from semples.infer.cam_io import cam_path, load_cam
-    from semples.metrics import LeakRate
-    from semples.metrics.sweep import seed_labels
-
-    leak = LeakRate(dataset.class_background)
-    for i, image_id in enumerate(dataset.ids):
-        cams, classes = load_cam(cam_path(cams_dir, image_id))
-        leak.update(seed_labels(cams, threshold, classes), dataset.load_mask(i), dataset.background_map(i),
-                    dataset.labels(i))
-    return leak
 
 
 def _leak_of_masks(dataset, masks_dir: Path):
@@ -112,7 +104,7 @@ def _prompt_probe(cfg: Config, root: Path, dataset, report_dir: Path, n_images: 
         shown = [i for i in range(len(dataset)) if dataset.labels(i)[k] > 0][:n_images]
         for i in shown:
             img = dataset.load_image(i)
-            sims = patch_similarity(clip, img, torch.stack([u_fg[k], u_bg[k]]))
+            sims = patch_similarity(clip, img, torch.stack([u_fg[k], u_bg[k]]), side=max(clip.image_size))
             arr = np.asarray(img.convert("RGB"))
             size = _thumb_size(*arr.shape[:2], 160)
             from semples.report.figures import _resize_rgb
@@ -165,6 +157,90 @@ def _sample_grid(dataset, root: Path, split: str, t_match: float, t_refine: floa
               title=f"{dataset.name} {split}: seeds after match and after refine, pseudo masks, final model")
 
 
+REFERENCE = Path(__file__).resolve().parent / "assets" / "demo" / "ablation.json"
+# settings that do not change a run's numbers: a config that differs from the preset only in these still has the
+# preset's multi-seed reference
+_RUN_ONLY = ("output_dir", "experiment", "log_every", "data.num_workers", "pipeline.figures")
+
+
+def config_fingerprint(cfg: Config) -> str:
+    """sha256 of the resolved config without the settings that do not change the numbers (and without `seed`):
+    what the demo compares with the ablation's summary to know whether that summary describes its preset."""
+    import hashlib
+
+    from semples.config import config_to_dict
+
+    d = config_to_dict(cfg)
+    d.pop("seed", None)
+    for key in _RUN_ONLY:
+        head, _, rest = key.partition(".")
+        if rest and isinstance(d.get(head), dict):
+            d[head].pop(rest, None)
+        elif not rest:
+            d.pop(head, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _seeds(cfg: Config, generator: Path, split: str, cams_dir: Path, eval_dir: Path, force: bool) -> dict:
+    """`semples cams` + `semples eval-seeds` of one mask generator (its metrics.json, leak rate included)."""
+    from semples.steps import cams as cams_step
+    from semples.steps import seeds as seeds_step
+
+    cams_step.run(cfg, generator, split=split, out=cams_dir, force=force, progress=False)
+    return seeds_step.run(cfg, cams_dir, split=split, out=eval_dir, samples=0, progress=False).metrics
+
+
+def _untrained_control(cfg: Config, root: Path, split: str, force: bool) -> dict:
+    """Refine with the untrained U[0,1) prompt vectors as u^b (a prompt run of 0 steps), from the same start as the
+    real refine; its seeds' metrics."""
+    import dataclasses
+
+    from semples.steps import train
+
+    untrained = dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, max_steps=0))
+    train.run(untrained, stage="prompt", generator=root / "match", run_dir=root / "prompt_untrained", resume=True,
+              force=force)
+    start = root / ("classify" if cfg.scheme.refine_init == "initial" else "match")
+    train.run(cfg, stage="refine", generator=start, prompts=root / "prompt_untrained",
+              run_dir=root / "refine_untrained", resume=True, force=force)
+    return _seeds(cfg, root / "refine_untrained", split, root / "cams_untrained" / split,
+                  root / "eval_seeds_untrained" / split, force)
+
+
+def _seed_summary(metrics: dict, names: list[str], split: str) -> dict:
+    return {"split": split, "miou": metrics["miou"], "threshold": metrics["threshold"],
+            "per_class_iou": _per_class_iou(metrics, names), "leak": metrics["leak"]}
+
+
+def reference_for(cfg: Config) -> dict | None:
+    """The multi-seed ablation's summary when it was measured on this very config (else None)."""
+    if not REFERENCE.is_file():
+        return None
+    ref = json.loads(REFERENCE.read_text())
+    return ref if ref.get("config_sha256") == config_fingerprint(cfg) else None
+
+
+def verdict(metrics: dict, reference: dict | None) -> str:
+    """One sentence (two at most): did refine lower the leak in this run, and how does that compare with the
+    multi-seed ablation of the preset."""
+    m, r, c = metrics["seeds_after_match"], metrics["seeds_after_refine"], metrics["control_untrained_prompts"]
+    d_leak = 100 * (r["leak"]["mean"] - m["leak"]["mean"])
+    d_miou = 100 * (r["miou"] - m["miou"])
+    d_ctrl = 100 * (r["leak"]["mean"] - c["leak"]["mean"])
+    word = "lowered" if d_leak < 0 else "raised" if d_leak > 0 else "left"
+    text = (f"In this run stage refine {word} the mean seed leak rate from {100 * m['leak']['mean']:.1f}% after "
+            f"match to {100 * r['leak']['mean']:.1f}% ({d_leak:+.1f} points; seed mIoU {d_miou:+.1f}), "
+            f"{d_ctrl:+.1f} points against untrained prompts in the same place.")
+    if reference is None or not reference.get("refine_minus_match"):
+        return text + (" No multi-seed reference was measured for this config (it is not the committed preset): "
+                       "run benchmarks/synthetic_ablation.py for one.")
+    ref = reference["refine_minus_match"]["leak"]
+    lo, hi = ref["ci"]
+    inside = "inside" if lo <= d_leak <= hi else "outside"
+    return text + (f" Over the {len(reference['seeds'])}-seed ablation of this preset refine changed the leak by "
+                   f"{ref['mean']:+.1f} points (95% interval {lo:+.1f} to {hi:+.1f}); this run is {inside} it.")
+
+
 def run_demo(out_dir: str | Path = "semples-demo", config: str = DEMO_PRESET, overrides: list[str] | tuple = (),
              force: bool = False) -> dict:
     """Runs the demo into `out_dir` (report.html, metrics.json, and the run folders under it).
@@ -179,28 +255,28 @@ def run_demo(out_dir: str | Path = "semples-demo", config: str = DEMO_PRESET, ov
 
         raise ConfigError("semples demo runs on the synthetic world (data.dataset: synthetic); for other data use "
                           "semples run")
+    require(demo_dependencies(cfg), "semples demo")  # before minutes of training, not after
     pipe = Pipeline(cfg, force=force)
     pipe.run(until="eval")
     root, split = pipe.root, pipe.seed_split
     steps = pipe.manifest["steps"]
     timings = {name: rec.get("seconds") for name, rec in steps.items()}
-    t1 = time.perf_counter()
-    # seeds of the match result, to compare with refine's (the run's cams step made refine's)
-    run_cfg = str(pipe.config_path)
-    match_cams, match_eval = root / "cams_match" / split, root / "eval_seeds_match" / split
-    _cli(["cams", "--config", run_cfg, "--generator", str(root / "match"), "--split", split, "--out", str(match_cams),
-          "--no-progress", *(["--force"] if force else [])])
-    _cli(["eval-seeds", "--config", run_cfg, "--cams", str(match_cams), "--split", split, "--out", str(match_eval),
-          "--samples", "0", "--no-progress"])
-    timings["match seeds"] = round(time.perf_counter() - t1, 1)
 
     from semples.data import build_dataset
+
+    train = build_dataset(cfg.data, split)
+    names = list(train.classes.names)
+    t1 = time.perf_counter()
+    seeds_match = _seeds(pipe.cfg, root / "match", split, root / "cams_match" / split,
+                         root / "eval_seeds_match" / split, force)
+    timings["match seeds"] = round(time.perf_counter() - t1, 1)
+    t1 = time.perf_counter()
+    seeds_control = _untrained_control(pipe.cfg, root, split, force)
+    timings["untrained-prompt control"] = round(time.perf_counter() - t1, 1)
+
     from semples.report.curves import plot_loss_curves, plot_threshold_curves
 
     t2 = time.perf_counter()
-    train = build_dataset(cfg.data, split)
-    names = list(train.classes.names)
-    seeds_match = _read(match_eval / "metrics.json")
     seeds_refine = _read(Path(steps["eval-seeds"]["outputs"]["metrics"]))
     pseudo = _read(Path(steps["eval-masks"]["outputs"]["metrics"]))
     final = _read(Path(steps["eval"]["outputs"]["metrics"]))
@@ -208,28 +284,25 @@ def run_demo(out_dir: str | Path = "semples-demo", config: str = DEMO_PRESET, ov
     eval_split = final["split"]
     val = build_dataset(cfg.data, eval_split)
     pred_dir = Path(steps["eval"]["outputs"]["dir"]) / "predictions" / "multi_scale"
-    leak = {
-        "seeds_match": _leak_of_seeds(train, match_cams, seeds_match["threshold"]).to_dict(names),
-        "seeds_refine": _leak_of_seeds(train, Path(steps["cams"]["outputs"]["seeds"]),
-                                       seeds_refine["threshold"]).to_dict(names),
-        "pseudo_masks": _leak_of_masks(train, pseudo_dir).to_dict(names),
-        "final": _leak_of_masks(val, pred_dir).to_dict(names),
-    }
     final_result = final["results"].get("multi_scale") or next(iter(final["results"].values()))
     metrics = {
         "what": "SemPLeS on the synthetic co-occurrence world with the shipped toy CLIP (a demonstration of the "
                 "mechanism; not comparable to VOC numbers)",
-        "config": config, "output": str(out_dir),
-        "seeds_after_match": {"split": split, "miou": seeds_match["miou"], "threshold": seeds_match["threshold"],
-                              "per_class_iou": _per_class_iou(seeds_match, names), "leak": leak["seeds_match"]},
-        "seeds_after_refine": {"split": split, "miou": seeds_refine["miou"], "threshold": seeds_refine["threshold"],
-                               "per_class_iou": _per_class_iou(seeds_refine, names), "leak": leak["seeds_refine"]},
+        "config": config, "output": str(out_dir), "config_sha256": config_fingerprint(cfg),
+        "seeds_after_match": _seed_summary(seeds_match, names, split),
+        "seeds_after_refine": _seed_summary(seeds_refine, names, split),
+        "control_untrained_prompts": _seed_summary(seeds_control, names, split),
         "pseudo_masks": {"split": split, "method": cfg.pseudo.method, "miou": pseudo["miou"],
-                         "per_class_iou": _per_class_iou(pseudo, names), "leak": leak["pseudo_masks"]},
+                         "per_class_iou": _per_class_iou(pseudo, names),
+                         "leak": _leak_of_masks(train, pseudo_dir).to_dict(names)},
         "final": {"split": eval_split, "model": cfg.segment.model.name, "miou": final_result["miou"],
-                  "per_class_iou": _per_class_iou(final_result, names), "leak": leak["final"]},
+                  "per_class_iou": _per_class_iou(final_result, names),
+                  "leak": _leak_of_masks(val, pred_dir).to_dict(names)},
         "threshold_note": "seed thresholds are chosen on the training split's ground truth (oracle, as in the paper)",
     }
+    reference = reference_for(cfg)
+    metrics["reference"] = reference
+    metrics["verdict"] = verdict(metrics, reference)
     report_dir = out_dir / "figures"
     report_dir.mkdir(parents=True, exist_ok=True)
     metrics["prompts"] = _prompt_probe(cfg, root, train, report_dir)
@@ -239,7 +312,8 @@ def run_demo(out_dir: str | Path = "semples-demo", config: str = DEMO_PRESET, ov
     stage_runs["segment"] = root / "segment"
     plot_loss_curves(stage_runs, report_dir / "loss_curves.png")
     plot_threshold_curves(report_dir / "threshold_curves.png",
-                          {"after match": seeds_match["curve"], "after refine": seeds_refine["curve"]})
+                          {"after match": seeds_match["curve"], "after refine": seeds_refine["curve"],
+                           "untrained prompts": seeds_control["curve"]})
     timings["report"] = round(time.perf_counter() - t2, 1)
     timings["total"] = round(time.perf_counter() - t0, 1)
     metrics["seconds"] = timings
@@ -249,4 +323,3 @@ def run_demo(out_dir: str | Path = "semples-demo", config: str = DEMO_PRESET, ov
     atomic_write_text(out_dir / "report.html", demo_report(metrics, names, report_dir, cfg))
     log.info("demo finished in %.0f s -> %s", timings["total"], out_dir / "report.html")
     return metrics
-

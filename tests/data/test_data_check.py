@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from semples.cli import main
-from semples.data.check import check_dataset, detect_layout
+from semples.data import detect_layout
+from semples.data.check import check_dataset
 from semples.data.config import DataConfig
 from semples.data.io import write_mask_png
 

@@ -120,13 +120,3 @@ class _OneItem(ToyDataset):
     def __init__(self, image, mask):
         super().__init__(1)
         self._items = [(image, mask)]
-
-
-def test_recorded_split_comes_from_the_folder_manifest(tmp_path):
-    from semples.data.pseudo import recorded_split
-
-    assert recorded_split(tmp_path) is None
-    (tmp_path / "manifest.json").write_text('{"split": "train_aug", "method": "crf"}')
-    assert recorded_split(tmp_path) == "train_aug"
-    (tmp_path / "manifest.json").write_text("not json")
-    assert recorded_split(tmp_path) is None

@@ -122,6 +122,29 @@ def test_cooccurrence_extremes(p_cooc):
             assert (world.class_background[c] in it.backgrounds) == (p_cooc == 1.0)
 
 
+def test_the_cooccurrence_knob_moves_the_measured_bias():
+    """p_cooc is the world's co-occurrence strength: raising it raises every measured association (tiny worlds)."""
+    weak = SyntheticWorld(SyntheticConfig(p_cooc=0.3)).cooccurrence("train", 150)
+    strong = SyntheticWorld(SyntheticConfig(p_cooc=0.9)).cooccurrence("train", 150)
+    for name in weak:
+        assert strong[name]["p_bg_given_class"] > weak[name]["p_bg_given_class"] + 0.3
+        assert strong[name]["bg_pixel_share"] > weak[name]["bg_pixel_share"]
+        assert strong[name]["lift"] > weak[name]["lift"] > 1.0  # a background mostly comes with its class
+
+
+def test_partial_captions_name_a_subset_and_leave_old_captions_alone(world):
+    partial = SyntheticWorld(SyntheticConfig(caption_partial_prob=1.0))
+    multi = [i for i in range(200) if world.generate("train", i, render=False).labels.sum() > 1][:40]
+    shorter = 0
+    for i in multi:
+        full, part = world.caption("train", i), partial.caption("train", i)
+        named = [c for c in world.class_names if re.search(rf"\b{c}s?\b", part)]
+        assert 1 <= len(named) < world.generate("train", i, render=False).labels.sum() + 1
+        shorter += len(part) < len(full)
+    assert shorter > len(multi) // 2
+    assert SyntheticWorld(SyntheticConfig(caption_partial_prob=0.0)).caption("train", 3) == world.caption("train", 3)
+
+
 def test_associated_background_surrounds_its_object(items, world):
     # where the association fired, the object sits in its background's band: that background is in its box
     for it in items[:100]:

@@ -12,7 +12,7 @@ from semples.config import LossConfig, MaskingConfig, StageConfig, TrainTransfor
 from semples.data.base import TransformedDataset
 from semples.data.transforms import TrainTransform
 from semples.engine import lr_at, make_accelerator, train_stage
-from semples.errors import CheckpointError
+from semples.errors import CheckpointError, ConfigError, ReuseError
 from semples.stages import ClassifyStage, MatchStage
 from semples.utils.checkpoint_io import read_checkpoint
 from tests.conftest import ToyDataset, make_generator
@@ -117,7 +117,7 @@ def test_finished_run_is_skipped_and_config_change_detected(tmp_path, accelerato
                         config_dict={"x": 1})
     assert first.status == "finished" and again.status == "skipped"
     assert (run / "checkpoint.pt").stat().st_mtime_ns == mtime
-    with pytest.raises(CheckpointError, match="x"):
+    with pytest.raises(ReuseError, match=r"made from other inputs or settings \(x: 1 -> 2\); pass --force"):
         train_stage(ClassifyStage(make_generator(3)), data(), cfg, run_dir=run, accelerator=accelerator,
                     config_dict={"x": 2})
     forced = train_stage(ClassifyStage(make_generator(3)), data(), cfg, run_dir=run, accelerator=accelerator,
@@ -163,7 +163,7 @@ def test_max_steps_stops_and_counts_as_done(tmp_path, accelerator):
 
 
 def test_too_small_dataset_is_a_clear_error(tmp_path, accelerator):
-    with pytest.raises(CheckpointError, match="fewer than one batch"):
+    with pytest.raises(ConfigError, match="fewer than one batch"):
         train_stage(ClassifyStage(make_generator(3)), data(3), stage_cfg(), run_dir=tmp_path,
                     accelerator=accelerator)
 
@@ -202,3 +202,61 @@ def test_max_steps_zero_checkpoints_the_initial_parameters(tmp_path, accelerator
     ckpt = read_checkpoint(tmp_path)
     assert res.global_step == 0 and ckpt["finished"]
     assert all(torch.equal(initial[k], v) for k, v in ckpt["modules"]["mask_generator"].items())
+
+
+def test_checkpoints_of_an_older_record_are_checked_on_what_they_recorded(tmp_path, accelerator):
+    from semples.utils.checkpoint_io import atomic_torch_save
+
+    cfg = stage_cfg(epochs=1)
+    run = tmp_path / "run"
+    train_stage(ClassifyStage(make_generator(3)), data(), cfg, run_dir=run, accelerator=accelerator,
+                config_dict={"x": 1}, inputs={"generator": {"path": "g", "sha256": "a"}})
+    # what a checkpoint written before input-checked reuse looks like: no reuse_version, fewer keys
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    del state["reuse_version"]
+    atomic_torch_save(state, run / "checkpoint.pt")
+    newer = {"x": 1, "mixed_precision": "no"}  # a key the old record does not have: not a difference
+    again = train_stage(ClassifyStage(make_generator(3)), data(), cfg, run_dir=run, accelerator=accelerator,
+                        config_dict=newer, inputs={"generator": {"path": "g2", "sha256": "a"},
+                                                   "seeds": {"path": "s", "settings_sha256": "new"}})
+    assert again.status == "skipped"
+    with pytest.raises(ReuseError, match="input generator: g \\(sha256 a\\) -> g \\(sha256 b\\)"):
+        train_stage(ClassifyStage(make_generator(3)), data(), cfg, run_dir=run, accelerator=accelerator,
+                    config_dict=newer, inputs={"generator": {"path": "g", "sha256": "b"}})
+
+
+def test_rng_state_round_trips():
+    from semples.engine.loop import rng_state, set_rng_state
+
+    state = rng_state()
+    a = torch.rand(3)
+    set_rng_state(state)
+    assert torch.equal(torch.rand(3), a)
+    assert set(state) <= {"torch", "cuda"}
+
+
+def test_order_seed_changes_the_data_order_alone(tmp_path, accelerator):
+    """The noise-floor knob: another order_seed reorders the batches; the same order_seed repeats the run."""
+    from semples.engine.sampler import EpochShardSampler
+
+    assert StageConfig().order_seed is None  # default: the experiment's seed orders the data
+    seen: dict[str, list] = {}
+
+    class Recording(ClassifyStage):
+        def __init__(self, generator, key):
+            super().__init__(generator)
+            self.key = key
+
+        def forward(self, batch):
+            seen.setdefault(self.key, []).append(batch["image"].sum().item())
+            return super().forward(batch)
+
+    for key, order in (("default", None), ("same", 5), ("other", 1000)):
+        torch.manual_seed(0)
+        train_stage(Recording(make_generator(3), key), data(), stage_cfg(epochs=1, order_seed=order),
+                    run_dir=tmp_path / key, accelerator=accelerator, seed=5)
+    assert seen["default"] == seen["same"]  # order_seed = seed is the default order
+    assert seen["other"] != seen["default"]  # other batches
+    order_a = EpochShardSampler(12, 4, seed=5).order(0)
+    order_b = EpochShardSampler(12, 4, seed=1000).order(0)
+    assert not torch.equal(order_a, order_b)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -201,37 +199,6 @@ def test_interrupted_run_resumes_to_identical_files_and_skips_finished_ones(tmp_
 
     _, again = run(make_generator(3, seed=1).eval(), ds, tmp_path, "resumed", **cfg)
     assert again.written == 0 and again.skipped == 8 and again.computed == 0
-
-
-def test_run_cams_refuses_to_mix_generators_and_force_overwrites(tmp_path, tiny_cfg):
-    from semples.config import config_from_dict, config_to_dict
-    from semples.infer.cams import run_cams
-    from semples.utils.dataclass_config import ConfigError
-
-    d = config_to_dict(tiny_cfg)
-    d["output_dir"] = str(tmp_path)
-    cfg = config_from_dict(d, ["data.synthetic.splits={train: 2, val: 2}"])
-    summary, manifest = run_cams(cfg, None, progress=False)
-    folder = tmp_path / "tiny" / "cams" / "val"
-    assert summary.out_dir == folder and manifest["complete"] and manifest["counts"]["present"] == 2
-    saved = json.loads((folder / "manifest.json").read_text())
-    assert saved["settings"]["scales"] == [1.0, 1.2] and saved["data"]["split"] == "val"
-    other = config_from_dict(d, ["data.synthetic.splits={train: 2, val: 2}", "cams.scales=[1.0]"])
-    with pytest.raises(ConfigError, match="scales"):
-        run_cams(other, None, progress=False)
-    summary, manifest = run_cams(other, None, force=True, progress=False)
-    assert summary.written == 2 and manifest["settings"]["scales"] == [1.0]
-
-
-def test_uint8_views_normalised_on_the_device_equal_the_shared_multiscale_views():
-    from semples.data.transforms import multiscale_views
-    from semples.infer.cams import resized_views, to_model_input
-
-    img = Image.fromarray(symmetric_image(37, 50))
-    ours = [to_model_input(v[None], "clip")[0] for v in resized_views(img, (1.0, 1.2, 0.8))]
-    shared = [v for v, _, _ in multiscale_views(img, (1.0, 1.2, 0.8), flip=False, norm="clip")]
-    for a, b in zip(ours, shared):
-        torch.testing.assert_close(a, b)
 
 
 class LabelRecorder(PoolGenerator):

@@ -26,7 +26,7 @@ def test_train_cams_eval_seeds_figures_end_to_end(tmp_path, capsys):
     files = sorted(cams.glob("*.npz"))
     assert len(files) == 4 and "wrote 4" in capsys.readouterr().out
     manifest = json.loads((cams / "manifest.json").read_text())
-    assert manifest["generator"]["sha256"] == sha256_file(run_dir / "checkpoint.pt")
+    assert manifest["inputs"]["generator"]["sha256"] == sha256_file(run_dir / "checkpoint.pt")
     assert manifest["complete"] and manifest["settings"]["scales"] == [1.0, 1.2] and manifest["data"]["split"] == "val"
     from semples.config import load_config
     from semples.data import build_dataset

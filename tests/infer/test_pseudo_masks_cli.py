@@ -107,9 +107,11 @@ def test_cli_end_to_end_all_methods_then_eval_masks(tmp_path, tiny_seeds, capsys
             assert set(np.unique(mask).tolist()) <= allowed  # only classes of the image label
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["status"] == "finished" and manifest["method"] == method
-        assert manifest["counts"] == {"images": len(dataset), "written": len(dataset), "skipped_existing": 0,
-                                      "missing_cams": 0}
-        assert manifest["cams_dir"] == str(cams) and manifest["split"] == "train"
+        counts = manifest["counts"]
+        assert (counts["split_images"], counts["present"], counts["written_this_run"], counts["skipped_this_run"]) \
+            == (len(dataset), len(dataset), len(dataset), 0) and manifest["missing_cams"] == []
+        assert manifest["cams_dir"] == str(cams) and manifest["data"]["split"] == "train"
+        assert manifest["inputs"]["cams"]["path"] == str(cams) and manifest["complete"]
         assert manifest["threshold"] == (None if method == "region-vote" else 0.4)
         assert manifest["region_source"] == ("slic" if method == "region-vote" else None)
         assert main(["eval-masks", "--config", "tiny", "--masks", str(out), "--no-progress"]) == 0
@@ -136,7 +138,7 @@ def test_rerun_skips_and_other_parameters_are_refused(tmp_path, tiny_seeds, caps
     assert all(after[k] == v for k, v in stamps.items() if k != f"{dataset.ids[0]}.png")
     other = [a if a != "0.4" else "0.6" for a in args]
     assert main(other) == 1
-    assert "other parameters" in capsys.readouterr().err
+    assert "made from other inputs or settings (threshold: 0.4 -> 0.6)" in capsys.readouterr().err
     assert main([*other, "--force"]) == 0
     assert json.loads((tmp_path / "pm" / "manifest.json").read_text())["threshold"] == 0.6
 
@@ -154,7 +156,7 @@ def test_threshold_from_eval_seeds_and_missing_cams(tmp_path, tiny_seeds, capsys
     assert main([*args, "--skip-missing"]) == 0
     manifest = json.loads((tmp_path / "pm" / "manifest.json").read_text())
     assert manifest["threshold"] == 0.35 and "best_on_curve" in manifest["threshold_source"]
-    assert manifest["missing_cams"] == [dataset.ids[2]] and manifest["counts"]["written"] == 7
+    assert manifest["missing_cams"] == [dataset.ids[2]] and manifest["counts"]["written_this_run"] == 7
     assert main(["eval-masks", "--config", "tiny", "--masks", str(tmp_path / "pm"), "--no-progress"]) == 1
     assert main(["eval-masks", "--config", "tiny", "--masks", str(tmp_path / "pm"), "--skip-missing",
                  "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
@@ -178,7 +180,7 @@ def test_worker_processes_give_the_same_masks(tmp_path, tiny_seeds):
     cfg = PseudoMaskConfig(method="crf", workers=2)
     run = generate_pseudo_masks(dataset, cams, tmp_path / "two", cfg, 0.4, progress=False)
     assert run.written == len(dataset) and run.total == len(dataset)
-    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["workers"] == 2
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["last_run"]["compute_processes"] == 2
     generate_pseudo_masks(dataset, cams, tmp_path / "one", PseudoMaskConfig(method="crf", workers=0), 0.4,
                           progress=False)
     for a, b in zip(pngs(tmp_path / "one"), pngs(tmp_path / "two")):
@@ -255,7 +257,8 @@ def test_region_vote_over_overlapping_masks_from_any_source(tmp_path, tiny_seeds
     run = generate_pseudo_masks(dataset, cams, tmp_path / "pm", cfg, region_source=source, progress=False)
     assert run.written == len(dataset)
     manifest = json.loads((tmp_path / "pm" / "manifest.json").read_text())
-    assert manifest["region_source"] == "gt-boxes" and manifest["workers"] == 1  # a given source: in-process
+    # a given source: in-process
+    assert manifest["region_source"] == "gt-boxes" and manifest["last_run"]["compute_processes"] == 1
     cm = ConfusionMatrix(dataset.num_classes + 1)
     for i, image_id in enumerate(dataset.ids):
         cm.update(np.asarray(Image.open(tmp_path / "pm" / f"{image_id}.png")), dataset.load_mask(i))

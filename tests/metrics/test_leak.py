@@ -26,3 +26,30 @@ def test_leak_rate_by_hand():
     assert np.isclose(leak.mean(), 0.5)
     d = leak.to_dict(["boat", "plane"])
     assert d["per_class"]["boat"] == 2 / 3 and d["pixels"] == {"boat": 3, "plane": 3}
+
+
+def test_leak_sweep_equals_the_leak_rate_of_seed_labels_at_every_threshold():
+    from semples.metrics import LeakSweep
+    from semples.metrics.sweep import seed_labels
+
+    rng = np.random.default_rng(0)
+    grid = np.round(np.arange(0.0, 0.96, 0.05), 2)
+    sweep = LeakSweep([1, 2, 0], grid)
+    per_t = [LeakRate([1, 2, 0]) for _ in grid]
+    for _ in range(6):
+        gt = rng.integers(0, 4, (20, 24))
+        gt[rng.random(gt.shape) < 0.05] = 255
+        bmap = rng.integers(0, 3, gt.shape)
+        labels = (rng.random(3) < 0.7).astype(np.float32)
+        classes = np.flatnonzero(labels)
+        cams = rng.random((len(classes), *gt.shape)).astype(np.float16).astype(np.float32)
+        cams[:, 0, 0] = 0.55  # ties the grid point: not above t, so background there
+        sweep.update(cams, classes, gt, bmap, labels)
+        for t, leak in zip(grid, per_t):
+            leak.update(seed_labels(cams, t, classes), gt, bmap, labels)
+    for j, leak in enumerate(per_t):
+        assert np.array_equal(sweep.leaked[j], leak.leaked) and np.array_equal(sweep.exposed, leak.exposed)
+        np.testing.assert_allclose(sweep.rates(j), leak.rates(), equal_nan=True)
+    d = sweep.to_dict(["a", "b", "c"], 3)
+    assert d["threshold"] == grid[3] and len(d["curve"]) == len(grid)
+    assert d["curve"][0] >= d["curve"][-1]  # a higher background score leaves less to leak

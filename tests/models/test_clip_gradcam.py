@@ -240,3 +240,16 @@ def test_checkpoint_without_context_brings_up_the_clip_its_config_names(tiny_cli
     assert loaded.clip is not tiny_clip and loaded.prompt_record()["kind"] == "segmentation"
     with torch.no_grad():
         assert loaded(torch.randn(1, 3, 32, 32)).cam.shape == (1, 3, 4, 4)
+
+
+def test_bf16_autocast_gives_float32_maps_close_to_fp32(tiny_clip):
+    """Under bf16 autocast (what mixed_precision auto picks on CPUs with AVX512-BF16) the maps stay float32."""
+    gen = make_clip_generator(tiny_clip).eval()
+    images = torch.randn(2, 3, 32, 32)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    with torch.no_grad():
+        ref = gen(images, labels=labels).cam
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = gen(images, labels=labels).cam
+    assert low.dtype == torch.float32 and low.shape == ref.shape
+    assert torch.isfinite(low).all() and (low > 0).any()

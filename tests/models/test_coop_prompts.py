@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from semples.config import load_config
+from semples.data.coco import background_names as coco_background_names
+from semples.data.voc import VOC_BACKGROUND_NAMES
 from semples.models.prompts import (
-    COCO_BACKGROUND_NAMES,
-    VOC_BACKGROUND_NAMES,
     CoOpPrompts,
     HandcraftedPrompts,
     background_names_for,
@@ -87,6 +87,6 @@ def test_background_names_per_dataset():
                                                "a brick wall", "tiles")
     voc = load_config("voc_semples")
     assert background_names_for(voc.data) == VOC_BACKGROUND_NAMES and len(VOC_BACKGROUND_NAMES) == 25
-    assert background_names_for(load_config("coco_semples").data) == COCO_BACKGROUND_NAMES
-    assert "keyboard" not in COCO_BACKGROUND_NAMES
+    assert background_names_for(load_config("coco_semples").data) == coco_background_names()
+    assert "keyboard" not in coco_background_names()
     assert background_names_for(voc.data, ["ground", "sky"]) == ("ground", "sky")

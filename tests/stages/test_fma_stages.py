@@ -9,7 +9,7 @@ import torch
 
 from semples.data.io import write_mask_png
 from semples.infer.cam_io import save_cam
-from semples.stages import FMA_PROMPTS, STAGE_CLASSES, build_stage
+from semples.stages import STAGES, build_stage
 from semples.stages.fma_classify import FmaClassifyStage
 from semples.stages.fma_segment import FmaSegmentStage, SeedMaskDataset, cams_to_seed_labels
 from tests.conftest import ToyDataset, toy_batch
@@ -41,7 +41,7 @@ def build(name: str, clip):
 
 
 def test_registered():
-    assert set(FMA_PROMPTS) <= set(STAGE_CLASSES)
+    assert {"fma-classify", "fma-segment"} <= set(STAGES)
 
 
 @pytest.mark.parametrize("name", ["fma-classify", "fma-segment"])
@@ -63,7 +63,7 @@ def test_only_the_prompt_context_gets_gradients_and_changes(name, tiny_clip):
     heads = {k.split(".")[0] for k in stage.state_dict()}
     assert heads == set(stage.trains) == {"mask_generator"} and set(stage.frozen_modules()) == {"clip"}
     info = stage.describe()
-    assert info["prompts"]["kind"] == FMA_PROMPTS[name] and info["frozen"]["clip"]["arch"] == "tiny-clip"
+    assert info["prompts"]["kind"] == STAGES[name].prompt_set and info["frozen"]["clip"]["arch"] == "tiny-clip"
 
 
 def test_classification_negatives_include_background_classes_by_default(tiny_clip):
@@ -138,9 +138,9 @@ def test_build_stage_fixes_the_generator_and_wraps_the_dataset(tiny_clip, tmp_pa
     assert built.with_mask and isinstance(built.dataset, SeedMaskDataset)
     assert built.inputs["seeds"]["dir"] == str(tmp_path)
     assert built.stage.mask_generator.prompt_record()["background_names"][0] == "water"  # the synthetic world's
-    from semples.errors import CheckpointError
+    from semples.errors import ConfigError
 
-    with pytest.raises(CheckpointError, match="--seeds"):
+    with pytest.raises(ConfigError, match="--seeds"):
         build_stage("fma-segment", tiny_cfg, base.classes, clip=tiny_clip)
     built = build_stage("fma-classify", tiny_cfg, base.classes, clip=tiny_clip)
     assert built.config.generator.clip_cam.prompts == "classification" and built.stage.mask_generator.prompts.shared

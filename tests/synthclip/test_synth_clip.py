@@ -4,6 +4,7 @@ training through the CLI writes a loadable folder; the pair stream and the loss 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,14 @@ from semples.cli import main
 from semples.config import ClipConfig
 from semples.data.synthetic import SyntheticWorld
 from semples.models.clip import ASSET_DIR, PromptTextEncoder, load_clip
-from semples.synthclip import ContrastiveStage, SynthClipConfig, load_synth_clip_config, probe_clip
+from semples.synthclip import (
+    THRESHOLDS,
+    ContrastiveStage,
+    SynthClipConfig,
+    check_properties,
+    load_synth_clip_config,
+    probe_clip,
+)
 from semples.synthclip.data import PairStream
 from semples.synthclip.train import build_open_clip, make_tokenizer, world_token_ids
 
@@ -126,13 +134,32 @@ def test_train_clip_is_deterministic(tmp_path):
     assert (a / "open_clip_model.safetensors").read_bytes() == (b / "open_clip_model.safetensors").read_bytes()
 
 
-def test_probe_clip_cli_prints_table_and_json(tmp_path, capsys):
+def test_probe_clip_cli_prints_the_property_list_and_writes_json(tmp_path, capsys):
     path = tmp_path / "probe.json"
-    assert main(["synth", "probe-clip", "--per-class", "3", "--per-background", "3", "--json", str(path)]) == 0
+    status = main(["synth", "probe-clip", "--per-class", "3", "--per-background", "3", "--json", str(path)])
     out = capsys.readouterr().out
-    assert "bias" in out and "cow" in out and "grass" in out
     result = json.loads(path.read_text())
-    assert result["images"]["single_object"] == 18 and len(result["similarity"]["mean_cosine"]) == 6
+    assert status == (0 if result["all_pass"] else 1)  # a failing property is a failing check
+    assert [p["key"] for p in result["properties"]] == ["a", "b", "c", "d", "e", "f", "g"]
+    for p in result["properties"]:
+        assert re.search(rf"^\({p['key']}\) {'PASS' if p['pass'] else 'FAIL'}  ", out, re.M)
+    assert "bias" in out and "cow" in out and "grass" in out
+    assert result["probe"]["images"]["single_object"] == 18 and len(result["probe"]["similarity"]["mean_cosine"]) == 6
+    assert result["feed_size"] == 96 and result["thresholds"] == THRESHOLDS
+
+
+def test_the_property_check_can_fail(tmp_path):
+    """A random tiny CLIP at 64 px fed the demo's 96 px crops fails the resolution property and the bias."""
+    out = tmp_path / "clip"
+    assert main(["synth", "train-clip", "--out", str(out), "--set", "train.steps=1", *TINY, "--set",
+                 "train.threads=1", "--no-probe"]) == 0
+    clip = load_clip(ClipConfig(arch=f"local-dir:{out}"))
+    result = check_properties(clip, SyntheticWorld(load_synth_clip_config(out).world), feed_size=96, per_class=3,
+                              per_background=3)
+    by_key = {p["key"]: p for p in result["properties"]}
+    assert not by_key["e"]["pass"] and by_key["e"]["values"]["native_size"] == [64, 64]
+    assert not result["all_pass"] and result["passed"] < result["total"]
+    assert set(by_key["c"]["values"]) == {"boat", "plane", "cow", "train", "bird", "car"}
 
 
 def test_preview_cli(tmp_path):

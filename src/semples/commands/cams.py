@@ -19,9 +19,10 @@ absent from the image label dropped (zero), views summed, each class map min-max
 
 Output: <output_dir>/<experiment>/cams/<split>/<image id>.npz (compressed float16 maps (P, H, W) of the P classes
 in the label + their 0-based class indices; semples.infer.cam_io reads them) and manifest.json (generator path
-and sha256, scales, split, counts). Files are written atomically; a re-run skips images whose file exists, so an
-interrupted run continues where it stopped and gives the same files. A folder never mixes CAMs of different
-generators or settings (--force overwrites). Several GPUs: accelerate launch -m semples cams ... splits the work.
+and sha256, scales, split, counts; semples.runs). Files are written atomically; a re-run skips images whose file
+exists, so an interrupted run continues where it stopped and gives the same files. A folder never mixes CAMs of
+different generators or settings (the error names what differs; --force overwrites). Several GPUs or processes:
+accelerate launch -m semples cams ... (or torchrun) splits the images.
 Next step: semples eval-seeds --config ... (same config)."""
 
 
@@ -41,14 +42,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.generator:
         raise UsageError("pass --generator RUN_FOLDER (or 'random' for random weights)")
     cfg = load_cli_config(args)
-    from semples.infer.cams import run_cams
+    from semples import steps
 
     source = None if args.generator == "random" else args.generator
-    summary, manifest = run_cams(cfg, source, split=args.split, out_dir=args.out, limit=args.limit,
-                                 force=args.force, progress=not args.no_progress)
-    counts = manifest["counts"]
-    rate = f", {summary.images_per_second:.2f} img/s" if summary.computed else ""
-    print(f"cams: wrote {summary.written}, skipped {summary.skipped} (already there), failed {len(summary.failed)}"
-          f"{rate}; {counts['present']}/{counts['split_images']} images of {manifest['data']['split']} done "
-          f"-> {summary.out_dir}")
+    r = steps.cams.run(cfg, source, split=args.split, out=args.out, limit=args.limit, force=args.force,
+                       progress=not args.no_progress)
+    rate = f", {r.images_per_second:.2f} img/s" if r.computed else ""
+    print(f"cams: wrote {r.written}, skipped {r.skipped} (already there), failed {len(r.failed)}{rate}; "
+          f"{r.present}/{r.split_images} images of {r.split} done -> {r.out_dir}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 HELP = "check a dataset (layout, counts per split and class, every bad file) or export COCO masks"
 
@@ -35,9 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--overwrite", action="store_true", help="rewrite existing PNGs")
 
 
+def _detectable() -> list[str]:
+    """Datasets that live in a folder (those whose registry entry detects a layout)."""
+    from semples.data import DATASETS
+
+    return [name for name, spec in DATASETS.items() if spec.detect is not None]
+
+
 def _target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="dataset folder, YAML config file or preset name")
-    p.add_argument("--dataset", choices=["voc", "coco", "folder"], default=None,
+    p.add_argument("--dataset", choices=_detectable(), default=None,
                    help="reader for a dataset folder (default: detected from the layout)")
     p.add_argument("--split", action="append", default=None,
                    help="split to check (repeatable; default: every split found, or the config's train/eval splits)")
@@ -45,53 +51,22 @@ def _target_arguments(p: argparse.ArgumentParser) -> None:
                    help="config override, e.g. data.options.labels_file=labels.csv")
 
 
-def _data_config(args: argparse.Namespace):
-    from semples.config import load_config
-    from semples.data.base import DataError
-    from semples.data.check import detect_layout
-
-    target = Path(args.target).expanduser()
-    if target.is_dir():
-        dataset = args.dataset or detect_layout(target)
-        if dataset is None:
-            raise DataError(f"{target}: cannot tell the layout (no VOC2012/JPEGImages, annotations/instances_*.json "
-                            f"or labels.csv/json); pass --dataset voc|coco|folder")
-        overrides = [f"data.dataset={dataset}", f"data.root={target}", *args.set]
-        return load_config(None, overrides).data, None
-    cfg = load_config(args.target, args.set).data
-    if args.dataset is not None and args.dataset != cfg.dataset:
-        raise DataError(f"--dataset {args.dataset} contradicts data.dataset={cfg.dataset} in {args.target}")
-    return cfg, list(dict.fromkeys([cfg.train_split, cfg.eval_split]))
-
-
 def run(args: argparse.Namespace) -> int:
     if args.data_verb is None:
-        print("semples data: choose an action: check | export-masks (see semples data --help)")
-        return 2
-    cfg, config_splits = _data_config(args)
+        from semples.errors import UsageError
+
+        raise UsageError("choose an action: check | export-masks (see semples data --help)")
+    from semples import steps
+
+    cfg, config_splits = steps.data.target_config(args.target, dataset=args.dataset, overrides=args.set)
     if args.data_verb == "check":
-        return _check(args, cfg, args.split or config_splits)
-    return _export(args, cfg)
+        report = steps.data.check(cfg, args.split or config_splits, decode=not args.quick, limit=args.limit,
+                                  workers=args.workers, progress=not args.no_progress)
+        from semples.data.check import format_report
 
-
-def _check(args: argparse.Namespace, cfg, splits: list[str] | None) -> int:
-    from semples.data.check import check_dataset, format_report
-
-    report = check_dataset(cfg, splits, decode=not args.quick, limit=args.limit, workers=args.workers,
-                           progress=not args.no_progress)
-    print(format_report(report))
-    return 0 if report.usable else 1
-
-
-def _export(args: argparse.Namespace, cfg) -> int:
-    from semples.data.base import DataError
-    from semples.data.coco import COCODataset, export_masks
-
-    if cfg.dataset != "coco":
-        raise DataError(f"export-masks is for COCO (masks built from instances); data.dataset is {cfg.dataset!r}")
-    for split in args.split or [cfg.train_split]:
-        ds = COCODataset(cfg.root, split, cfg.prompt_names, cfg.options, skip_bad=True)
-        written, existing = export_masks(ds, args.out, overwrite=args.overwrite)
+        print(format_report(report))
+        return 0 if report.usable else 1
+    for ds, written, existing in steps.data.export_masks(cfg, args.split, out=args.out, overwrite=args.overwrite):
         print(f"{ds.split}: {written} masks written, {existing} already present in {ds.mask_dir}")
         print(f"read them with: --set data.options.mask_dir={ds.mask_dir}")
     return 0

@@ -10,8 +10,9 @@ The embedded default: a synthetic world where every object class co-occurs with 
 plane/sky, cow/grass, train/rails, bird/sand, car/snow; p = 0.8), a small CLIP trained on it that carries the same
 bias web-trained CLIPs have (shipped with the package), and the real chain on top:
 
-  classify -> match -> prompt -> refine -> cams (after match and after refine) -> eval-seeds
-  -> pseudo masks (dense CRF) -> eval-masks -> train-seg -> eval
+  classify -> match -> prompt -> refine, and refine with untrained prompts (the control)
+  -> cams + eval-seeds (after match, after refine, control) -> pseudo masks (dense CRF) -> eval-masks
+  -> train-seg -> eval
 
 Writes DIR/report.html (metrics tables; seed mIoU after match vs after refine, pseudo-mask and final mIoU per class;
 the leak rate = share of each class's associated-background pixels labelled as that class; a figure grid image |
@@ -44,9 +45,13 @@ def run(args: argparse.Namespace) -> int:
           f"leak {pct(metrics['seeds_after_match']['leak']['mean'])}")
     print(f"seeds after refine  mIoU {pct(metrics['seeds_after_refine']['miou'])}  "
           f"leak {pct(metrics['seeds_after_refine']['leak']['mean'])}")
+    print(f"untrained prompts   mIoU {pct(metrics['control_untrained_prompts']['miou'])}  "
+          f"leak {pct(metrics['control_untrained_prompts']['leak']['mean'])}  (control: refine without prompt "
+          f"learning)")
     print(f"pseudo masks        mIoU {pct(metrics['pseudo_masks']['miou'])}  "
           f"leak {pct(metrics['pseudo_masks']['leak']['mean'])}")
     print(f"final model ({metrics['final']['split']})   mIoU {pct(metrics['final']['miou'])}  "
           f"leak {pct(metrics['final']['leak']['mean'])}")
+    print(metrics["verdict"])
     print(f"{metrics['seconds']['total']:.0f} s -> {args.out}/report.html")
     return 0

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import datetime, timezone
-from pathlib import Path
 
 from semples.commands.train import add_config_arguments, load_cli_config
 from semples.errors import UsageError
@@ -39,37 +36,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.masks:
         raise UsageError("pass --masks DIR (see semples eval-masks --help)")
     cfg = load_cli_config(args)
-    from semples.data import build_dataset
-    from semples.infer.mask_eval import evaluate_mask_folder
-    from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text
+    from semples import steps
 
-    masks_dir = Path(args.masks)
-    manifest = {}
-    if (masks_dir / "manifest.json").is_file():
-        try:
-            manifest = json.loads((masks_dir / "manifest.json").read_text())
-        except (OSError, ValueError):
-            manifest = {}
-    split = args.split or manifest.get("split") or cfg.data.train_split
-    dataset = build_dataset(cfg.data, split)
-    ev = evaluate_mask_folder(dataset, masks_dir, skip_missing=args.skip_missing, progress=not args.no_progress)
-    out = Path(args.out) if args.out else masks_dir
-    s = ev.scores
-    metrics = {
-        "format": "semples-mask-metrics", "version": 1,
-        "what": "label PNGs vs ground truth; IoU over background + K classes, ground truth 255 ignored, "
-                "predicted 255 counted as a miss (labelled_pixels_only: left out)",
-        "dataset": dataset.name, "split": split, "masks_dir": str(masks_dir),
-        "method": manifest.get("method"), "parameters": manifest.get("parameters"),
-        "miou": ev.to_dict()["all_pixels"]["miou"],
-        **ev.to_dict(),
-        "confusion_matrix": s.matrix.tolist(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    title = f"{dataset.name} {split}: {masks_dir}" + (f" ({manifest['method']})" if manifest.get("method") else "")
-    atomic_write_text(out / "metrics.md", ev.markdown(title))
-    atomic_write_json(out / "metrics.json", metrics)
-    print(f"eval-masks: {dataset.name} {split}, {ev.num_images} images: mIoU {100 * (s.miou or 0):.2f}, "
-          f"bg false-positive rate {100 * (s.bg_false_positive_rate or 0):.1f}%, "
-          f"{100 * ev.ignored_fraction:.1f}% predicted ignore -> {out / 'metrics.json'}")
+    r = steps.masks.run(cfg, args.masks, split=args.split, out=args.out, skip_missing=args.skip_missing,
+                        progress=not args.no_progress)
+    print(f"eval-masks: {r.dataset} {r.split}, {r.num_images} images: mIoU {100 * (r.miou or 0):.2f}, "
+          f"bg false-positive rate {100 * (r.bg_false_positive_rate or 0):.1f}%, "
+          f"{100 * r.ignored_fraction:.1f}% predicted ignore -> {r.out_dir / 'metrics.json'}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from semples.commands.train import add_config_arguments, load_cli_config
 
@@ -41,50 +40,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def default_eval_dir(cfg, split: str) -> Path:
-    if cfg.seeds.out_dir:
-        return Path(cfg.seeds.out_dir)
-    return Path(cfg.output_dir) / cfg.experiment / "eval_seeds" / split
-
-
 def run(args: argparse.Namespace) -> int:
-    cfg = load_cli_config(args)
-    from semples.data import build_dataset
-    from semples.infer.cam_io import cam_path
-    from semples.infer.cams import cams_split, default_cams_dir, read_manifest
-    from semples.metrics.sweep import threshold_grid
-    from semples.report.figures import pick_samples, write_sample_grid
-    from semples.report.seeds import evaluate_seeds, write_seed_report
+    from semples import steps
 
-    split = args.split
-    if args.cams:
-        cams_dir = Path(args.cams)
-        manifest = read_manifest(cams_dir)
-        split = split or (manifest or {}).get("data", {}).get("split") or cams_split(cfg)
-    else:
-        split = split or cams_split(cfg)
-        cams_dir = default_cams_dir(cfg, split)
-        manifest = read_manifest(cams_dir)
-    if not cams_dir.is_dir():
-        raise FileNotFoundError(f"{cams_dir}: no CAM folder (run `semples cams` first, or pass --cams DIR)")
-    if manifest and manifest.get("data", {}).get("split") not in (None, split):
-        print(f"semples eval-seeds: warning: {cams_dir} holds CAMs of split {manifest['data']['split']}, "
-              f"evaluating against {split}")
-    dataset = build_dataset(cfg.data, split)
-    ev = evaluate_seeds(cams_dir, dataset, threshold_grid(*cfg.seeds.thresholds), threshold=args.threshold,
-                        limit=args.limit, allow_missing=args.allow_missing, num_workers=cfg.seeds.num_workers,
+    cfg = load_cli_config(args)
+    r = steps.seeds.run(cfg, args.cams, split=args.split, out=args.out, threshold=args.threshold,
+                        allow_missing=args.allow_missing, limit=args.limit, samples=args.samples,
                         progress=not args.no_progress)
-    out = Path(args.out) if args.out else default_eval_dir(cfg, split)
-    metrics = write_seed_report(out, ev, cams_dir=cams_dir, split=split, dataset_name=dataset.name,
-                                cams_manifest=manifest)
-    if args.samples > 0:
-        n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-        with_cams = [i for i in range(n) if cam_path(cams_dir, dataset.ids[i]).is_file()]
-        chosen = [with_cams[j] for j in pick_samples(len(with_cams), args.samples, cfg.seed)]
-        write_sample_grid(out / "samples.png", dataset, chosen, cams_dir=cams_dir, threshold=ev.threshold,
-                          title=f"seeds, {dataset.name} {split}, t = {ev.threshold:.2f}")
-    best = metrics["best_on_curve"]
-    print(f"eval-seeds: {dataset.name} {split}, {metrics['images']} images: mIoU {100 * (metrics['miou'] or 0):.2f} "
-          f"at t = {ev.threshold:.2f} ({ev.selection}); best on curve t = {best['threshold']:.2f}; "
-          f"bg false-positive rate {100 * (metrics['bg_false_positive_rate'] or 0):.1f}% -> {out}")
+    m = r.metrics
+    best = m["best_on_curve"]
+    print(f"eval-seeds: {r.dataset} {r.split}, {m['images']} images: mIoU {100 * (m['miou'] or 0):.2f} "
+          f"at t = {r.threshold:.2f} ({r.selection}); best on curve t = {best['threshold']:.2f}; "
+          f"bg false-positive rate {100 * (m['bg_false_positive_rate'] or 0):.1f}% -> {r.out_dir}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from semples.errors import UsageError
 
@@ -41,22 +40,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         raise UsageError("pass --checkpoint RUN (see semples eval-seg --help)")
-    from semples.commands.train_seg import _print_report
+    from semples import steps
+    from semples.commands.train_seg import print_report
     from semples.config import load_config
-    from semples.segmentation import evaluate_segmentation
+    from semples.engine import make_accelerator
     from semples.utils.checkpoint_io import resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.checkpoint)
     source = args.config
-    if source is None and (ckpt.parent / "config.yaml").is_file():
+    if source is None and (ckpt.parent / "config.yaml").is_file():  # the config the model was trained with
         source = ckpt.parent / "config.yaml"
     cfg = load_config(source, args.overrides)
-    from semples.engine import make_accelerator
-
     acc = make_accelerator(cfg.device, cfg.mixed_precision, cfg.deterministic)
-    report = evaluate_segmentation(cfg, ckpt, split=args.split, out_dir=Path(args.out) if args.out else None,
-                                   save_predictions=args.save_predictions or None, crf=args.crf or None,
-                                   force=args.force, accelerator=acc)
+    report = steps.segment.evaluate(cfg, ckpt, split=args.split, out=args.out,
+                                    save_predictions=args.save_predictions or None, crf=args.crf or None,
+                                    force=args.force, accelerator=acc)
     if acc.is_main_process:
-        _print_report(report)
+        print_report(report)
     return 0

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from semples.commands.train import add_config_arguments, load_cli_config
-from semples.errors import UsageError
 
 HELP = "draw sample grids: image | ground truth | seed heat maps | pseudo mask | prediction"
 DESCRIPTION = """\
@@ -42,30 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_cli_config(args)
-    from semples.data import build_dataset
-    from semples.infer.cams import cams_split
-    from semples.report.figures import pick_samples, write_sample_grid
+    from semples import steps
 
-    split = args.split or cams_split(cfg)
-    dataset = build_dataset(cfg.data, split)
-    threshold = args.threshold
-    if threshold is None and args.eval:
-        metrics_file = Path(args.eval) / "metrics.json"
-        if not metrics_file.is_file():
-            raise FileNotFoundError(f"{metrics_file}: not an eval-seeds folder")
-        threshold = float(json.loads(metrics_file.read_text())["threshold"])
-    if args.ids:
-        where = {i: n for n, i in enumerate(dataset.ids)}
-        unknown = [i for i in args.ids if i not in where]
-        if unknown:
-            raise UsageError(f"not in {dataset.name} {split}: {', '.join(unknown[:5])}")
-        indices = [where[i] for i in args.ids]
-    else:
-        indices = pick_samples(len(dataset), args.num, args.seed)
-    out = Path(args.out) if args.out else Path(cfg.output_dir) / cfg.experiment / "figures" / f"samples_{split}.png"
-    write_sample_grid(out, dataset, indices, cams_dir=args.cams, threshold=threshold if args.cams else None,
-                      pseudo_dir=args.pseudo_masks, pred_dir=args.predictions, heatmaps=args.heatmaps,
-                      max_side=args.max_side, title=f"{dataset.name} {split}")
-    print(f"figures: {len(indices)} images -> {out}")
+    cfg = load_cli_config(args)
+    r = steps.figures.run(cfg, split=args.split, cams=args.cams, eval_dir=args.eval, threshold=args.threshold,
+                          pseudo_masks=args.pseudo_masks, predictions=args.predictions, heatmaps=args.heatmaps,
+                          num=args.num, ids=args.ids, seed=args.seed, max_side=args.max_side, out=args.out)
+    print(f"figures: {len(r.indices)} images -> {r.path}")
     return 0

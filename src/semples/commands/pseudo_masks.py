@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 from semples.commands.train import add_config_arguments, load_cli_config
 
@@ -83,8 +82,6 @@ def _pseudo_config(cfg, args: argparse.Namespace):
         sam["checkpoint"] = args.sam_checkpoint
     if args.sam_model:
         sam["model_type"] = args.sam_model
-    if pc.sam.device == "auto" and cfg.device != "auto":
-        sam["device"] = cfg.device
     if sam:
         top["sam"] = dataclasses.replace(pc.sam, **sam)
     if args.sam_checkpoint and pc.region_vote.source == "superpixels":
@@ -106,59 +103,22 @@ def _pseudo_config(cfg, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from semples import steps
+
     cfg = load_cli_config(args)
     pc = _pseudo_config(cfg, args)
     if pc.method != "region-vote" and (args.sam_checkpoint or args.superpixels or args.bg_power is not None):
-        print(f"semples pseudo-masks: warning: --sam-checkpoint / --superpixels / --bg-power only apply to "
-              f"--method region-vote (method is {pc.method})")
-    from semples.data import build_dataset
-    from semples.infer.cams import default_cams_dir, read_manifest
-    from semples.infer.pseudo_masks import generate_pseudo_masks, read_threshold, region_source_kind
-    from semples.utils.dataclass_config import to_dict
-
-    cams_arg = args.cams or pc.cams_dir
-    split = args.split or pc.split
-    if cams_arg:
-        cams_dir = Path(cams_arg)
-        cams_manifest = read_manifest(cams_dir) if cams_dir.is_dir() else None
-        split = split or (cams_manifest or {}).get("data", {}).get("split") or cfg.data.train_split
-    else:
-        split = split or cfg.data.train_split
-        cams_dir = default_cams_dir(cfg, split)
-        cams_manifest = read_manifest(cams_dir) if cams_dir.is_dir() else None
-    cams_split = (cams_manifest or {}).get("data", {}).get("split")
-    if cams_split not in (None, split):
-        print(f"semples pseudo-masks: warning: {cams_dir} holds CAMs of split {cams_split}, reading images of "
-              f"{split}")
-
-    threshold, source = None, None
-    if args.threshold is not None:
-        threshold, source = args.threshold, "--threshold"
-    elif args.threshold_from:
-        threshold, source = read_threshold(args.threshold_from)
-    elif pc.threshold is not None:
-        threshold, source = pc.threshold, "pseudo.threshold"
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        from semples.errors import ConfigError
-
-        raise ConfigError(f"background threshold must be in [0, 1], got {threshold}")
-
-    if args.out:
-        out = Path(args.out)
-    elif pc.out_dir:
-        out = Path(pc.out_dir)
-    else:
-        out = Path(cfg.output_dir) / cfg.experiment / "pseudo_masks" / pc.method / split
-    dataset = build_dataset(cfg.data, split)
-    result = generate_pseudo_masks(
-        dataset, cams_dir, out, pc, threshold, threshold_source=source, force=args.force,
-        skip_missing=args.skip_missing, limit=args.limit, progress=not args.no_progress,
-        extra_manifest={"split": split, "data": to_dict(cfg.data), "pseudo_config": to_dict(pc),
-                        "cams_manifest": {k: cams_manifest[k] for k in ("generator", "settings")
-                                          if k in (cams_manifest or {})}})
-    what = pc.method + (f" over {region_source_kind(pc)} regions" if pc.method == "region-vote" else "")
-    t_text = f", t = {threshold:.2f} ({source})" if threshold is not None and pc.method != "region-vote" else ""
-    print(f"pseudo-masks: {dataset.name} {split}, {what}{t_text}: {result.written} written, "
-          f"{result.skipped_existing} already there, {len(result.missing_cams)} without CAMs "
-          f"({result.images_per_second:.2f} images/s) -> {out}")
+        logging.getLogger("semples.commands.pseudo_masks").warning(
+            "--sam-checkpoint / --superpixels / --bg-power only apply to --method region-vote (method is %s)",
+            pc.method)
+    r = steps.pseudo_masks.run(cfg, args.cams, split=args.split, out=args.out, pseudo=pc, threshold=args.threshold,
+                               threshold_from=args.threshold_from, skip_missing=args.skip_missing, limit=args.limit,
+                               force=args.force, progress=not args.no_progress)
+    what = r.method + (f" over {r.region_source} regions" if r.method == "region-vote" else "")
+    t_text = f", t = {r.threshold:.2f} ({r.threshold_source})" if r.threshold is not None and \
+        r.method != "region-vote" else ""
+    print(f"pseudo-masks: {r.dataset} {r.split}, {what}{t_text}: {r.written} written, {r.skipped} already there, "
+          f"{len(r.missing_cams)} without CAMs ({r.images_per_second:.2f} images/s) -> {r.out_dir}")
     return 0

@@ -8,7 +8,8 @@ from semples.commands.train import add_config_arguments, load_cli_config
 
 HELP = "the whole chain from one config: train -> cams -> eval-seeds -> pseudo-masks -> eval-masks -> train-seg -> eval"
 DESCRIPTION = """\
-Run every step of the pipeline from one config, each exactly as its own verb would:
+Run every step of the pipeline from one config, each exactly as its own verb would (the same library function,
+semples.steps; an error inside a step is reported with its own message):
 
   train         semples train --scheme <scheme.scheme>          mask generator S (classify, match, prompt, refine)
   cams          semples cams                                     seeds of S on the pseudo-mask split (+ seed split)
@@ -38,21 +39,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--from", dest="start", choices=STEPS, help="first step (earlier outputs come from run.json)")
     p.add_argument("--until", choices=STEPS, help="last step")
-    p.add_argument("--method", choices=["semples", "fma", "semples+fma"],
+    from semples.methods import METHODS
+
+    p.add_argument("--method", choices=list(METHODS),
                    help="which seeds: SemPLeS, FMA-WSSS (CLIP + CAA + SAMS), or SemPLeS seeds refined by CAA + SAMS "
                         "(default: pipeline.method)")
     p.add_argument("--force", action="store_true", help="redo every step from scratch")
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.pipeline import run_pipeline
+    import dataclasses
+
+    from semples.pipeline import Pipeline
 
     cfg = load_cli_config(args)
     if args.method:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, method=args.method))
-    manifest = run_pipeline(cfg, start=args.start, until=args.until, force=args.force)  # errors: cli.main
+    pipe = Pipeline(cfg, force=args.force)
+    manifest = pipe.run(start=args.start, until=args.until)  # a step's error reaches cli.main as it was raised
     for step, rec in manifest["steps"].items():
         if rec.get("status") == "done":
             outputs = rec.get("outputs", {})
@@ -62,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
                 extra = f"  mIoU {100 * miou:.1f}"
             elif isinstance(miou, dict):
                 extra = "  mIoU " + ", ".join(f"{k} {100 * v:.1f}" for k, v in miou.items() if v is not None)
+            if outputs.get("stages"):
+                extra += "  " + ", ".join(f"{k} {v}" for k, v in outputs["stages"].items())
             print(f"{step:<13s} {rec.get('seconds', 0):7.1f} s{extra}")
-    from semples.pipeline import Pipeline
-
-    print(f"run manifest: {Pipeline(cfg).manifest_path}")
+    print(f"run manifest: {pipe.manifest_path}")
     return 0

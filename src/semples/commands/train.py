@@ -20,7 +20,7 @@ One stage at a time (each run folder is handed explicitly to the next):
 FMA-WSSS prompt learning (CLIP Grad-CAM generator; METHOD.md §2):
   semples train --stage fma-classify --config voc_fma
   semples train --stage fma-segment  --config voc_fma --seeds runs/voc_fma/seeds/coarse
-(the coarse seeds come from the fma-classify run: semples.infer.fma writes them.) SemPLeS on other mask
+(the coarse seeds come from the fma-classify run: semples run --method fma writes them.) SemPLeS on other mask
 generators: --config voc_semples_resnet50 / voc_semples_clipcam.
 
 All stages in order:
@@ -52,12 +52,19 @@ def load_cli_config(args: argparse.Namespace):
     return load_config(args.config, args.overrides)
 
 
+def stage_names() -> list[str]:
+    """The stages `semples train` trains (`semples.stages.STAGES`, the one list)."""
+    from semples.stages import stages_of_verb
+
+    return stages_of_verb("train")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from semples.steps.train import SCHEMES
+
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--stage", choices=["classify", "match", "prompt", "refine", "joint", "fma-classify",
-                                          "fma-segment"],
-                      help="train one stage")
-    what.add_argument("--scheme", choices=["sequential", "alternating", "joint"],
+    what.add_argument("--stage", choices=stage_names(), help="train one stage")
+    what.add_argument("--scheme", choices=SCHEMES,
                       help="train all stages of a learning scheme in order")
     add_config_arguments(p)
     p.add_argument("--rounds", type=int, help="alternating scheme: (prompt -> refine) rounds (default: config)")
@@ -75,23 +82,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semples.training import TrainingSession, train_scheme
+    from semples import steps
 
     cfg = load_cli_config(args)
     if args.stage is None and args.scheme is None:
         raise UsageError("pass --stage NAME or --scheme NAME (see semples train --help)")
-    if args.stage is not None:
-        session = TrainingSession(cfg)
-        result = session.train(args.stage, run_dir=args.run_dir, generator=args.generator, prompts=args.prompts,
-                               seeds=args.seeds, resume=args.resume, force=args.force)
-        if session.accelerator.is_main_process:
-            print(f"{args.stage}: {result.status} ({result.global_step} steps) -> {result.run_dir}")
-        return 0
-    results = train_scheme(cfg, scheme=args.scheme, rounds=args.rounds, generator=args.generator,
-                           resume=args.resume, force=args.force)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        for folder, result in results.items():
-            print(f"{folder}: {result.status} ({result.global_step} steps) -> {result.run_dir}")
+    result = steps.train.run(cfg, stage=args.stage, scheme=args.scheme, rounds=args.rounds, generator=args.generator,
+                             prompts=args.prompts, seeds=args.seeds, run_dir=args.run_dir, resume=args.resume,
+                             force=args.force)
+    if result.is_main_process:
+        for folder, r in result.results.items():
+            print(f"{folder}: {r.status} ({r.global_step} steps) -> {r.run_dir}")
     return 0

@@ -47,25 +47,26 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
     if not args.pseudo_masks:
         raise UsageError("pass --pseudo-masks DIR (see semples train-seg --help)")
+    from semples import steps
     from semples.engine import make_accelerator
-    from semples.segmentation import evaluate_segmentation, train_segmentation
 
     acc = make_accelerator(cfg.device, cfg.mixed_precision, cfg.deterministic)
-    result = train_segmentation(cfg, args.pseudo_masks, run_dir=args.run_dir, resume=args.resume, force=args.force,
-                                skip_missing=args.skip_missing, accelerator=acc)
+    result = steps.segment.train(cfg, args.pseudo_masks, run_dir=args.run_dir, resume=args.resume, force=args.force,
+                                 skip_missing=args.skip_missing, accelerator=acc)
     if acc.is_main_process:
         print(f"segment: {result.status} ({result.global_step} steps) -> {result.run_dir}")
     if args.no_eval:
         return 0
-    report = evaluate_segmentation(cfg, result.run_dir, split=args.eval_split,
-                                   save_predictions=args.save_predictions or None, crf=args.crf or None,
-                                   force=args.force, accelerator=acc)
+    report = steps.segment.evaluate(cfg, result.run_dir, split=args.eval_split,
+                                    save_predictions=args.save_predictions or None, crf=args.crf or None,
+                                    force=args.force, accelerator=acc)
     if acc.is_main_process:
-        _print_report(report)
+        print_report(report)
     return 0
 
 
-def _print_report(report: dict) -> None:
+def print_report(report: dict) -> None:
+    """One line: the split, its size and the mIoU of each evaluated setting."""
     parts = [f"{name} {100 * r['miou']:.2f}" if r["miou"] is not None else f"{name} —"
              for name, r in report["results"].items()]
     print(f"eval {report['split']} ({report['num_images']} images) mIoU: {', '.join(parts)}")

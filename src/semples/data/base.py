@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from semples.errors import DataError  # noqa: F401  (the data layer's error, re-exported)
+
 IGNORE_INDEX = 255
-
-
-class DataError(ValueError):
-    """A dataset item or file cannot be used. The message names the file and the problem in one line."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -59,14 +58,9 @@ class CheckReport:
 
 def default_splits(cfg: DataConfig) -> list[str]:
     """Splits to check when none are named: every split the reader finds, else the config's train/eval splits."""
-    finder = None
-    if cfg.root:
-        if cfg.dataset == "voc":
-            from semples.data.voc import available_splits as finder
-        elif cfg.dataset == "coco":
-            from semples.data.coco import available_splits as finder
-        elif cfg.dataset == "folder":
-            from semples.data.folder import available_splits as finder
+    from semples.data import dataset_spec
+
+    finder = dataset_spec(cfg.dataset).splits if cfg.root else None
     if finder is not None:
         try:
             found = finder(cfg.root, cfg.options)
@@ -78,14 +72,10 @@ def default_splits(cfg: DataConfig) -> list[str]:
 
 
 def _build_for_check(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from semples.data import DATASETS
+    from semples.data import dataset_spec
 
-    try:
-        builder = DATASETS[cfg.dataset]
-    except KeyError:
-        raise DataError(f"unknown dataset {cfg.dataset!r}; valid datasets are: {', '.join(DATASETS)}") from None
     # skip_bad collects every bad list/labels entry instead of stopping at the first
-    return builder(dataclasses.replace(cfg, skip_bad=True), split)
+    return dataset_spec(cfg.dataset).build(dataclasses.replace(cfg, skip_bad=True), split)
 
 
 def _item_problems(dataset: SegmentationDataset, index: int, decode: bool) -> list[str]:
@@ -221,15 +211,3 @@ def format_report(report: CheckReport) -> str:
             msg += ". Fix them, or set data.skip_bad: true to skip unreadable items during training"
         out.append(msg)
     return "\n".join(out)
-
-
-def detect_layout(path: str | Path) -> str | None:
-    """"voc", "coco" or "folder" from what a folder holds; None when it is not recognisable."""
-    p = Path(path)
-    if any((c / "JPEGImages").is_dir() for c in (p, p / "VOC2012", p / "VOCdevkit" / "VOC2012")):
-        return "voc"
-    if any((p / "annotations").glob("instances_*.json")):
-        return "coco"
-    if any((p / n).is_file() for n in ("labels.csv", "labels.json", "labels.tsv")):
-        return "folder"
-    return None

@@ -74,6 +74,18 @@ def _import_mask_utils():
     return mask_utils
 
 
+def looks_like_coco(path: str | Path) -> bool:
+    """True when `path` holds COCO annotations (annotations/instances_*.json)."""
+    return any((Path(path) / "annotations").glob("instances_*.json"))
+
+
+def background_names() -> tuple[str, ...]:
+    """FMA-WSSS's background classes on COCO: the VOC list without "keyboard", a COCO class (our choice)."""
+    from semples.data.voc import VOC_BACKGROUND_NAMES
+
+    return tuple(n for n in VOC_BACKGROUND_NAMES if n != "keyboard")
+
+
 def available_splits(root: str | Path, options: dict | None = None) -> list[str]:
     """Splits whose ``instances_<split>.json`` exists under ``<root>/annotations``."""
     root = Path(root).expanduser()
@@ -418,3 +430,11 @@ def build_coco(cfg, split: str) -> COCODataset:
     if not cfg.root:
         raise DataError("data.root is not set: point it at your COCO folder (the one holding annotations/)")
     return COCODataset(cfg.root, split, cfg.prompt_names, cfg.options, skip_bad=cfg.skip_bad)
+
+
+def export_split_masks(cfg, split: str, out_dir: str | Path | None = None, overwrite: bool = False
+                       ) -> tuple[COCODataset, int, int]:
+    """`export_masks` of split `split` of a COCO `DataConfig`: (the dataset, masks written, masks already there)."""
+    ds = COCODataset(cfg.root, split, cfg.prompt_names, cfg.options, skip_bad=True)
+    written, existing = export_masks(ds, out_dir, overwrite=overwrite)
+    return ds, written, existing

@@ -57,6 +57,11 @@ def _labels_file(root: Path, opts: dict) -> Path:
                     f"set data.options.labels_file")
 
 
+def looks_like_folder(path: str | Path) -> bool:
+    """True when `path` holds a labels file (labels.csv / labels.json / labels.tsv)."""
+    return any((Path(path) / n).is_file() for n in ("labels.csv", "labels.json", "labels.tsv"))
+
+
 def available_splits(root: str | Path, options: dict | None = None) -> list[str]:
     """"all" plus the splits that have a ``<split>.txt`` list file."""
     root = Path(root).expanduser()

@@ -7,7 +7,6 @@ grayscale), one per image of the base dataset's split, the same size as the imag
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,16 +17,6 @@ from semples.data.base import ClassTable, DataError, SegmentationDataset
 from semples.data.io import read_mask
 
 log = logging.getLogger(__name__)
-
-
-def recorded_split(mask_dir: str | Path) -> str | None:
-    """The split a pseudo-mask folder was made for, from its ``manifest.json`` (None when not recorded)."""
-    path = Path(mask_dir) / "manifest.json"
-    try:
-        split = json.loads(path.read_text()).get("split") if path.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return None
-    return split if isinstance(split, str) and split else None
 
 
 def pseudo_mask_path(mask_dir: str | Path, image_id: str) -> Path:

@@ -84,6 +84,20 @@ def parse_list_line(line: str) -> str:
     return first
 
 
+# FMA-WSSS's background classes on VOC: the 25 words CLIP-ES adds to the 20 object classes (METHOD.md §2)
+VOC_BACKGROUND_NAMES: tuple[str, ...] = (
+    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea", "railway",
+    "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road", "rock", "street", "valley",
+    "bridge", "sign",
+)
+
+
+def looks_like_voc(path: str | Path) -> bool:
+    """True when `path` holds a VOC2012 layout (JPEGImages under it, VOC2012/ or VOCdevkit/VOC2012/)."""
+    p = Path(path)
+    return any((c / "JPEGImages").is_dir() for c in (p, p / "VOC2012", p / "VOCdevkit" / "VOC2012"))
+
+
 def available_splits(root: str | Path, options: dict | None = None) -> list[str]:
     """Splits that can be built under `root` (list files found, plus train_aug when derivable)."""
     voc = find_voc_root(root)

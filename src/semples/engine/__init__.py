@@ -1,6 +1,14 @@
-"""The one training loop, its sampler, checkpoints, metrics and the device/precision/process setup."""
+"""The one training loop, its sampler, checkpoints and metrics, and the one device/precision/process resolver."""
 
-from semples.engine.distributed import make_accelerator, resolve_precision
+from semples.engine.device import (
+    ProcessState,
+    autocast_factory,
+    make_accelerator,
+    process_state,
+    resolve_device,
+    resolve_precision,
+)
 from semples.engine.loop import StageResult, lr_at, train_stage
 
-__all__ = ["StageResult", "lr_at", "make_accelerator", "resolve_precision", "train_stage"]
+__all__ = ["ProcessState", "StageResult", "autocast_factory", "lr_at", "make_accelerator", "process_state",
+           "resolve_device", "resolve_precision", "train_stage"]

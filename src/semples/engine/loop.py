@@ -5,8 +5,16 @@ AdamW + per-step cosine schedule (optional linear warm-up and linear lr scaling 
 gradient accumulation, mixed precision and DDP through accelerate, a checkpoint at the end of every epoch
 (optionally every N steps too), written atomically, and resume: the data order comes from (seed, epoch), each
 item's augmentation from (seed, epoch, index), model-side randomness is reseeded from (seed, epoch, rank) at
-each epoch start (and restored from the checkpoint mid-epoch) — so an interrupted and resumed run ends with the
-same weights as an uninterrupted one. The last checkpoint is the result (no ground-truth model selection).
+each epoch start (and restored from the checkpoint mid-epoch: the CPU and every CUDA device's RNG state) — so an
+interrupted and resumed run ends with the same weights as an uninterrupted one. The last checkpoint is the result
+(no ground-truth model selection).
+
+Reuse is input-checked: a checkpoint records the config keys the stage depends on and its inputs (the sha256 of
+every checkpoint it was built from, the fingerprint of every input folder); a finished run is reused — and an
+unfinished one resumed — only when both match (`semples.runs.describe_config_differences`, `input_differences`);
+otherwise one `ReuseError` names every difference.
+
+Losses are summed on the device between log records (one device sync per record, not per step).
 """
 
 from __future__ import annotations
@@ -25,10 +33,11 @@ from semples import __version__
 from semples.data.base import collate, item_seed
 from semples.engine.metrics import MetricsLog
 from semples.engine.sampler import EpochShardSampler
+from semples.errors import CheckpointError, ConfigError
+from semples.runs import describe_config_differences, flatten, input_differences, reuse_error
 from semples.utils.checkpoint_io import (
     CHECKPOINT_NAME,
     FORMAT,
-    CheckpointError,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -39,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # config keys that may change between an interrupted run and its resumption
 RESUME_TOLERANT_KEYS = ("log_every", "device", "output_dir", "data.num_workers", "data.root", "data.eval_split")
+# 2: the checkpoint's config and inputs are complete records (checked in full on reuse). Checkpoints written before
+# (no "reuse_version") are checked on the keys and input hashes they recorded, so older finished runs stay usable.
+REUSE_VERSION = 2
 
 
 @dataclass
@@ -92,22 +104,21 @@ def join_state(modules: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.T
     return {f"{head}.{rest}": v for head, sd in modules.items() for rest, v in sd.items()}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = RESUME_TOLERANT_KEYS) -> list[str]:
-    """Dotted keys whose values differ between two config dicts (ignoring `ignore`)."""
-    a, b = _flatten(old), _flatten(new)
-    keys = sorted(set(a) | set(b))
-    return [k for k in keys if k not in ignore and a.get(k) != b.get(k)]
+def reuse_differences(state: dict, config_dict: dict, inputs: dict | None, frozen: dict | None = None) -> list[str]:
+    """What differs between a checkpoint and the run asked for now: "key: old -> new" for config keys (those in
+    `RESUME_TOLERANT_KEYS` left out) and "input NAME: old (sha256 …) -> new (sha256 …)" for inputs — the frozen
+    parts included (``frozen``: the stage's `describe()["frozen"]`), so a CLIP whose weights file changed under the
+    same name is another input."""
+    old_config = state.get("config", {})
+    old_inputs = {**state.get("inputs", {}), "frozen": state.get("frozen", {})}
+    new_inputs = {**(inputs or {}), "frozen": frozen or {}}
+    ignore = RESUME_TOLERANT_KEYS
+    if state.get("reuse_version", 1) < REUSE_VERSION:  # older record: only what it recorded
+        recorded = set(flatten(old_config))
+        ignore = (*ignore, *(k for k in flatten(config_dict) if k not in recorded))
+        return (describe_config_differences(old_config, config_dict, ignore)
+                + input_differences(old_inputs, new_inputs, only_recorded=True))
+    return describe_config_differences(old_config, config_dict, ignore) + input_differences(old_inputs, new_inputs)
 
 
 def _git_commit() -> str | None:
@@ -157,11 +168,11 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     state = None
     if ckpt_path.exists() and not force:
         state = read_checkpoint(ckpt_path)
-        diff = config_differences(state.get("config", {}), config_dict)
+        frozen_now = stage.describe().get("frozen", {}) if hasattr(stage, "describe") else {}
+        diff = reuse_differences(state, config_dict, inputs, frozen_now)
         if state.get("finished"):
             if diff:
-                raise CheckpointError(f"{ckpt_path}: finished with a different config ({', '.join(diff[:8])}); "
-                                      "use another experiment name or --force to retrain")
+                raise reuse_error(f"{ckpt_path} (finished)", diff, "choose another --run-dir (or experiment)")
             log.info("%s: already finished in %s (--force retrains)", name, run_dir)
             return StageResult(run_dir, "skipped", state["progress"]["global_step"], state["progress"]["epoch"],
                                state.get("last_losses", {}))
@@ -169,19 +180,19 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
             raise CheckpointError(f"{ckpt_path}: an unfinished run is there; pass --resume to continue it or "
                                   "--force to start over")
         if diff:
-            raise CheckpointError(f"{ckpt_path}: config changed since the checkpoint ({', '.join(diff[:8])}); "
-                                  "resume with the same config or pass --force to start over")
+            raise reuse_error(f"{ckpt_path} (unfinished)", diff, "resume with the same config and inputs")
 
     world, rank = acc.num_processes, acc.process_index
     global_batch = stage_cfg.batch_size
     if global_batch % (world * stage_cfg.grad_accum):
-        raise CheckpointError(f"batch_size {global_batch} must be divisible by processes ({world}) × grad_accum "
+        raise ConfigError(f"batch_size {global_batch} must be divisible by processes ({world}) × grad_accum "
                               f"({stage_cfg.grad_accum})")
     micro = global_batch // (world * stage_cfg.grad_accum)
-    sampler = EpochShardSampler(len(dataset), global_batch, seed=seed, rank=rank, world=world)
+    order_seed = seed if getattr(stage_cfg, "order_seed", None) is None else stage_cfg.order_seed
+    sampler = EpochShardSampler(len(dataset), global_batch, seed=order_seed, rank=rank, world=world)
     steps_per_epoch = sampler.steps_per_epoch
     if steps_per_epoch == 0:
-        raise CheckpointError(f"stage {name}: the dataset has {len(dataset)} items, fewer than one batch of "
+        raise ConfigError(f"stage {name}: the dataset has {len(dataset)} items, fewer than one batch of "
                               f"{global_batch}; lower {name}.batch_size")
     total_steps = steps_per_epoch * stage_cfg.epochs
     base_lr = stage_cfg.lr * (global_batch / stage_cfg.lr_base_batch if stage_cfg.scale_lr else 1.0)
@@ -237,8 +248,9 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
             atomic_torch_save({
                 "format": FORMAT, "version": 1, "stage": name, "config": config_dict,
                 "modules": split_state(raw), "optimizer": optimizer.state_dict(), "progress": dict(progress),
-                "finished": finished, "rng": {"torch": torch.get_rng_state()}, "last_losses": last_losses,
+                "finished": finished, "rng": rng_state(), "last_losses": last_losses,
                 "inputs": inputs or {}, "frozen": describe.get("frozen", {}), "processes": world,
+                "reuse_version": REUSE_VERSION,
             }, ckpt_path)
         acc.wait_for_everyone()
 
@@ -246,11 +258,14 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     stop = bool(stage_cfg.max_steps is not None and progress["global_step"] >= stage_cfg.max_steps)
     bar = tqdm(total=total_steps, initial=progress["global_step"], desc=name, disable=not main, dynamic_ncols=True,
                unit="step")
-    window: dict[str, float] = {}
+    # loss sums stay on the device in float64 (MPS: float32), summed in the order the float path summed them, so
+    # the logged means are the same numbers as summing Python floats would give
+    sum_dtype = torch.float32 if acc.device.type == "mps" else torch.float64
+    window: dict[str, torch.Tensor] = {}
     window_steps = 0
     window_start = time.perf_counter()
     last_losses: dict = {}
-    epoch_sums: dict[str, float] = {}
+    epoch_sums: dict[str, torch.Tensor] = {}
     epoch_steps = 0
     params = [p for p in model.parameters() if p.requires_grad]
     try:
@@ -263,7 +278,7 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
             sampler.set_epoch(epoch, start_step)
             batches = iter(loader)  # before seeding: creating the iterator draws from the global RNG
             if epoch == start_epoch and start_step > 0 and state is not None:
-                torch.set_rng_state(state["rng"]["torch"])
+                set_rng_state(state["rng"])
             else:
                 torch.manual_seed(item_seed(seed, epoch, 1_000_000 + rank))  # dropout / drop-path of this epoch
             epoch_sums, epoch_steps = {}, 0
@@ -272,7 +287,7 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
                            stage_cfg.schedule, stage_cfg.poly_power)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                step_losses: dict[str, float] = {}
+                step_losses: dict[str, torch.Tensor] = {}
                 for micro_i in range(stage_cfg.grad_accum):
                     batch = next(batches)
                     batch = {k: (v.to(acc.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
@@ -281,8 +296,9 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
                     with contextlib.nullcontext() if sync or world == 1 else acc.no_sync(model):
                         losses = model(batch)
                         acc.backward(losses["loss"] / stage_cfg.grad_accum)
-                    for k, v in losses.items():
-                        step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / stage_cfg.grad_accum
+                    for k, v in losses.items():  # on the device: no sync until the next log record
+                        part = v.detach().to(sum_dtype) / stage_cfg.grad_accum
+                        step_losses[k] = part if k not in step_losses else step_losses[k] + part
                 if stage_cfg.clip_grad_norm:
                     acc.clip_grad_norm_(params, stage_cfg.clip_grad_norm)
                 optimizer.step()
@@ -290,8 +306,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
                 progress["global_step"] += 1
                 progress["step_in_epoch"] = step_in_epoch + 1
                 for k, v in step_losses.items():
-                    window[k] = window.get(k, 0.0) + v
-                    epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+                    window[k] = v if k not in window else window[k] + v
+                    epoch_sums[k] = v if k not in epoch_sums else epoch_sums[k] + v
                 window_steps += 1
                 epoch_steps += 1
                 bar.update(1)
@@ -334,12 +350,32 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     return StageResult(run_dir, status, progress["global_step"], progress["epoch"], last_losses)
 
 
-def _reduce_means(acc, sums: dict[str, float], count: int) -> dict[str, float]:
-    """Means over steps and over processes (a collective: every process calls it at the same steps)."""
+def _reduce_means(acc, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    """Means over steps and over processes (a collective: every process calls it at the same steps).
+
+    The one device sync of a log record: the sums live on the device until here.
+    """
     if not sums:
         return {}
     keys = sorted(sums)
-    t = torch.tensor([sums[k] / max(count, 1) for k in keys], dtype=torch.float64, device=acc.device)
+    t = torch.stack([sums[k].to(torch.float64 if acc.device.type != "mps" else torch.float32) for k in keys])
+    t = (t / max(count, 1)).to(acc.device)
     if acc.num_processes > 1:
         t = acc.reduce(t, reduction="mean")
     return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+
+def rng_state() -> dict:
+    """The RNG states a mid-epoch resume restores: torch's CPU generator and every CUDA device's."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restores `rng_state` (CUDA states only where the checkpoint has them and the devices exist)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])

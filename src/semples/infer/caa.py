@@ -18,12 +18,26 @@ doubly stochastic only when T is. A = S^p has row sums S^(p-1)·(S·1) (for p = 
 not preserve a CAM's scale per pixel; refined CAMs are min-max normalised per class afterwards, as every seed is.
 
 Pure torch on the patch grid; the boxes come from a small flood fill on the grid (no OpenCV / SciPy needed).
+
+CAA of *any* CAM folder (SemPLeS seeds of `semples cams`: the "SemPLeS + FMA" path) with the attention of a frozen
+CLIP: `clip_attention` + `caa_refine_full` for one image, `CaaTask` for the one inference runner
+(`semples.infer.runner`); the config-driven step is `semples.steps.caa`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from semples.data.transforms import normalize, to_tensor
+from semples.infer.cam_io import cam_path, load_cam, save_cam
+from semples.infer.runner import ImageItem, ImageReader, ImageTask
+from semples.infer.views import resize_image, scaled_size
+from semples.models.clip_visual import embed, patch_size, run_blocks
 
 
 def sinkhorn(matrix: torch.Tensor, iterations: int = 1) -> torch.Tensor:
@@ -120,4 +134,124 @@ def refine_with_attention(cams: torch.Tensor, attention: torch.Tensor, *, box_th
     return caa_refine(cams, aff, box_threshold, restrict_targets)
 
 
-__all__ = ["attention_affinity", "box_mask", "caa_refine", "component_boxes", "refine_with_attention", "sinkhorn"]
+# ------------------------------------------------------------------------------------------------ CAA of CAM files
+@torch.no_grad()
+def clip_attention(clip, image, *, scale: float = 1.0, layers: int = 8, device: torch.device | str = "cpu"
+                   ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], int]:
+    """Mean attention of the last `layers` blocks (all heads) of CLIP's image tower on one image.
+
+    The image is resized by `scale`, CLIP-normalised and padded (bottom/right) to a multiple of the patch size.
+
+    Returns:
+        (attention (1 + h·w, 1 + h·w) float32, grid (h, w), resized image size (h_s, w_s), patch size).
+    """
+    visual = clip.model.visual
+    p = patch_size(visual)
+    h, w = scaled_size(image.height, image.width, scale)
+    x = normalize(to_tensor(resize_image(image, scale)), "clip")[None].to(device)
+    x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
+    depth = len(visual.transformer.resblocks)
+    layers = min(layers, depth)
+    tokens, grid = embed(visual, x)
+    _, attns = run_blocks(visual, tokens, depth, attention_from=depth - layers)
+    attn = torch.stack([a.float().mean(1) for a in attns]).mean(0)[0]
+    return attn, grid, (h, w), p
+
+
+def caa_refine_full(cams: torch.Tensor, attention: torch.Tensor, grid: tuple[int, int], resized: tuple[int, int],
+                    patch: int, caa, box_threshold: float, eps: float = 1e-5) -> torch.Tensor:
+    """CAA of full-resolution CAMs with the attention of a resized, padded copy of their image.
+
+    The CAMs are resized to the resized image, zero-padded like it, average-pooled to the patch grid, refined,
+    upsampled back (padding cropped), resized to full resolution and min-max normalised per class.
+
+    Shape: cams (P, H, W); attention (1 + h·w, 1 + h·w). Returns (P, H, W) float32 in [0, 1).
+    """
+    from semples.infer.cams import minmax_per_class
+
+    p, height, width = cams.shape
+    if p == 0:
+        return cams.float()
+    gh, gw = grid
+    hs, ws = resized
+    x = F.interpolate(cams.float()[None], size=(hs, ws), mode="bilinear", align_corners=False)
+    x = F.pad(x, (0, gw * patch - ws, 0, gh * patch - hs))
+    pooled = F.avg_pool2d(x, patch)[0]  # (P, gh, gw)
+    aff = attention_affinity(attention[1:, 1:].to(pooled.device), caa.sinkhorn_iterations, caa.power)
+    refined = caa_refine(pooled, aff, box_threshold, caa.restrict_targets)
+    up = F.interpolate(refined[None], size=(gh * patch, gw * patch), mode="bilinear", align_corners=False)
+    up = up[..., :hs, :ws]
+    full = F.interpolate(up, size=(height, width), mode="bilinear", align_corners=False)[0]
+    return minmax_per_class(full, eps)
+
+
+@dataclass
+class CamAndImage:
+    """One image read for CAA: its CAM file's maps and classes, and the RGB image."""
+
+    cams: np.ndarray  # (P, H, W) float32
+    classes: np.ndarray  # (P,) 0-based
+    image: object  # PIL RGB
+
+
+@dataclass
+class CamFileReader(ImageReader):
+    """Reads an image's CAM file from `cams_dir` and decodes the image (in DataLoader workers)."""
+
+    cams_dir: str
+
+    def __call__(self, dataset, index: int) -> CamAndImage:
+        cams, classes = load_cam(cam_path(self.cams_dir, dataset.ids[index]))
+        return CamAndImage(cams, classes, dataset.load_image(index).convert("RGB"))
+
+
+class CaaTask(ImageTask):
+    """CAA refinement of every image's CAM file with a frozen CLIP's attention, into a new CAM folder.
+
+    Args:
+        clip: the frozen CLIP whose attention builds the affinity (FMA-WSSS: ViT-B/16).
+        cams_in: the CAM folder to refine (every image must have a file; the step checks).
+        caa: a `CaaConfig`.
+        box_threshold: CAA box threshold (SemPLeS + FMA: the fine value, 0.5).
+        scale: resize factor of the image CLIP sees.
+        eps: of the per-class min-max.
+    """
+
+    name = "caa"
+    suffix = ".npz"
+
+    def __init__(self, clip, cams_in: str | Path, *, caa, box_threshold: float = 0.5, scale: float = 1.0,
+                 eps: float = 1e-5) -> None:
+        self.clip, self.cams_in = clip, Path(cams_in)
+        self.caa, self.box_threshold, self.scale, self.eps = caa, box_threshold, scale, eps
+        self.device: torch.device | None = None
+
+    def settings(self) -> dict:
+        """What a folder of refined CAMs records as its settings (the input folder and CLIP are its inputs)."""
+        from semples.utils.dataclass_config import to_dict
+
+        return {"caa": to_dict(self.caa), "box_threshold": self.box_threshold, "scale": self.scale, "eps": self.eps}
+
+    def reader(self) -> CamFileReader:
+        return CamFileReader(str(self.cams_in))
+
+    def setup(self, device) -> None:
+        self.device = torch.device(device)
+        self.clip = self.clip.to(self.device)
+
+    def compute(self, batch: list[ImageItem]) -> list[np.ndarray]:
+        out = []
+        for it in batch:
+            attn, grid, resized, patch = clip_attention(self.clip, it.data.image, scale=self.scale,
+                                                        layers=self.caa.layers, device=self.device)
+            refined = caa_refine_full(torch.from_numpy(it.data.cams).to(self.device), attn, grid, resized, patch,
+                                      self.caa, self.box_threshold, self.eps)
+            out.append(refined.cpu().numpy())
+        return out
+
+    def write(self, path: Path, item: ImageItem, output: np.ndarray) -> None:
+        save_cam(path, output, item.data.classes)
+
+
+__all__ = ["CaaTask", "CamAndImage", "CamFileReader", "attention_affinity", "box_mask", "caa_refine",
+           "caa_refine_full", "clip_attention", "component_boxes", "refine_with_attention", "sinkhorn"]

@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import multiprocessing
 import os
-import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from semples.errors import ConfigError, MissingInputError
 from semples.infer.config import IgnoreBandConfig, PseudoMaskConfig
-from semples.utils.dataclass_config import ConfigError, to_dict
+from semples.infer.runner import ImageItem, ImageTask
+from semples.utils.dataclass_config import to_dict
 
 if TYPE_CHECKING:
     from semples.data.base import SegmentationDataset
@@ -44,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
-MANIFEST = "manifest.json"
 
 
 # ----------------------------------------------------------------------------------------------- thresholds
@@ -70,7 +65,7 @@ def read_threshold(path: str | os.PathLike) -> tuple[float, str]:
     if path.is_dir():
         path = path / "metrics.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no eval-seeds metrics file there")
+        raise MissingInputError(f"{path}: no eval-seeds metrics file there (write it with `semples eval-seeds`)")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -165,8 +160,13 @@ class PseudoMaskMaker:
             from semples.models.regions import build_region_source
 
             kind = region_source_kind(self.cfg)
+            device = "cpu"
+            if kind == "sam":
+                from semples.engine.device import resolve_device
+
+                device = str(resolve_device(self.cfg.sam.device))
             self._regions = build_region_source("sam" if kind == "sam" else "superpixels", self.cfg.superpixels,
-                                                self.cfg.sam)
+                                                self.cfg.sam, device=device)
         return self._regions
 
     def __call__(self, image: np.ndarray, cams: np.ndarray, classes: np.ndarray) -> PseudoMask:
@@ -225,19 +225,85 @@ def region_source_kind(cfg: PseudoMaskConfig) -> str:
     return cfg.superpixels.method
 
 
-# ----------------------------------------------------------------------------------------------- workers
-_WORKER_MAKER: PseudoMaskMaker | None = None
+# ----------------------------------------------------------------------------------------------- the task
+@dataclass
+class PseudoInput:
+    """One image read for pseudo masks: RGB pixels, its CAMs and their classes (numpy: travels to workers)."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    cams: np.ndarray  # (P, H, W) float32
+    classes: np.ndarray  # (P,) 0-based
 
 
-def _init_worker(cfg: PseudoMaskConfig, threshold: float | None) -> None:
-    global _WORKER_MAKER
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER_MAKER = PseudoMaskMaker(cfg, threshold)
+@dataclass
+class PseudoInputReader:
+    """Reads an image's CAM file and decodes the image."""
+
+    cams_dir: str
+
+    def __call__(self, dataset: SegmentationDataset, index: int) -> PseudoInput:
+        from semples.infer.cam_io import cam_path, load_cam
+
+        cams, classes = load_cam(cam_path(self.cams_dir, dataset.ids[index]))
+        image = np.asarray(dataset.load_image(index).convert("RGB"), dtype=np.uint8)
+        return PseudoInput(image, cams, classes)
 
 
-def _work(image: np.ndarray, cams: np.ndarray, classes: np.ndarray) -> PseudoMask:
-    assert _WORKER_MAKER is not None
-    return _WORKER_MAKER(image, cams, classes)
+class PseudoMaskTask(ImageTask):
+    """Seeds -> one pseudo-mask PNG per image, for the one inference runner (`semples.infer.runner`).
+
+    CRF and superpixels are CPU-bound: they run in ``cfg.workers`` processes; the threshold method (cheap), SAM and
+    a given region source (one shared model) run in this process.
+
+    Args:
+        cfg: the ``pseudo`` config section.
+        cams_dir: the CAM folder read.
+        threshold: background score t (crf, threshold).
+        region_source: a ready region source for region voting (else built from `cfg`).
+    """
+
+    suffix = ".png"
+
+    def __init__(self, cfg: PseudoMaskConfig, cams_dir: str | os.PathLike, threshold: float | None = None,
+                 region_source=None) -> None:
+        self.cfg, self.cams_dir, self.threshold = cfg, str(cams_dir), threshold
+        self.maker = PseudoMaskMaker(cfg, threshold, region_source)  # validates method and threshold early
+        self.name = f"pseudo-masks ({cfg.method})"
+        in_process = cfg.method == "threshold" or region_source is not None or self.maker.region_source_kind == "sam"
+        self.processes = 0 if in_process or cfg.workers <= 1 else cfg.workers
+        self.pixels = {"background": 0, "foreground": 0, "ignored": 0}
+
+    def __getstate__(self) -> dict:  # what a worker process needs: the settings, not a region model
+        state = dict(self.__dict__)
+        state["maker"] = None
+        return state
+
+    def reader(self) -> PseudoInputReader:
+        return PseudoInputReader(self.cams_dir)
+
+    def setup(self, device) -> None:
+        if self.maker is None:  # in a worker process
+            self.maker = PseudoMaskMaker(self.cfg, self.threshold)
+        elif self.maker.region_source_kind == "sam":
+            _ = self.maker.region_source  # build SAM now: a missing checkpoint fails before any work
+
+    def compute(self, batch: list[ImageItem]) -> list[PseudoMask]:
+        return [self.maker(it.data.image, it.data.cams, it.data.classes) for it in batch]
+
+    def write(self, path: Path, item: ImageItem, output: PseudoMask) -> None:
+        from semples.data.io import write_mask_png
+
+        write_mask_png(path, output.mask)
+
+    def record(self, item: ImageItem, output: PseudoMask) -> None:
+        self.pixels["background"] += output.background
+        self.pixels["foreground"] += output.foreground
+        self.pixels["ignored"] += output.ignored
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(self.pixels.values())
+        return {"pixels_written": dict(self.pixels),
+                "pixel_fractions_written": {k: (v / total if total else None) for k, v in self.pixels.items()}}
 
 
 # ----------------------------------------------------------------------------------------------- a whole split
@@ -252,6 +318,7 @@ class PseudoMaskRun:
     missing_cams: list[str] = field(default_factory=list)
     pixels: dict[str, int] = field(default_factory=lambda: {"background": 0, "foreground": 0, "ignored": 0})
     seconds: float = 0.0
+    manifest: dict | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -263,8 +330,8 @@ def mask_png_path(out_dir: str | os.PathLike, image_id: str) -> Path:
     return Path(out_dir) / f"{image_id}.png"
 
 
-def _parameters(cfg: PseudoMaskConfig, threshold: float | None) -> dict[str, Any]:
-    """The parameters that determine the masks (compared on re-runs)."""
+def pseudo_mask_parameters(cfg: PseudoMaskConfig, threshold: float | None) -> dict[str, Any]:
+    """The parameters that determine the masks (the folder's settings, compared on re-runs)."""
     params: dict[str, Any] = {"method": cfg.method, "ignore": to_dict(cfg.ignore)}
     if cfg.method in ("crf", "threshold"):
         params["threshold"] = threshold
@@ -278,36 +345,12 @@ def _parameters(cfg: PseudoMaskConfig, threshold: float | None) -> dict[str, Any
     return params
 
 
-def _check_previous(out_dir: Path, params: dict[str, Any], cams_dir: Path, force: bool) -> None:
-    manifest = out_dir / MANIFEST
-    if force or not manifest.is_file():
-        return
-    try:
-        old = json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError):
-        return
-    if old.get("parameters") != json.loads(json.dumps(params)) or old.get("cams_dir") != str(cams_dir):
-        raise ConfigError(f"{out_dir} holds pseudo masks made with other parameters or seeds (see its {MANIFEST}); "
-                          f"pass --force to remake them all, or choose another --out")
-
-
-def _iter_inputs(dataset: SegmentationDataset, indices: list[int], cams_dir: Path
-                 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    from semples.infer.cam_io import cam_path, load_cam
-
-    for i in indices:
-        image_id = dataset.ids[i]
-        cams, classes = load_cam(cam_path(cams_dir, image_id))
-        image = np.asarray(dataset.load_image(i).convert("RGB"), dtype=np.uint8)
-        yield image_id, image, cams, classes
-
-
 def generate_pseudo_masks(dataset: SegmentationDataset, cams_dir: str | os.PathLike, out_dir: str | os.PathLike,
                           cfg: PseudoMaskConfig, threshold: float | None = None, *,
                           threshold_source: str | None = None, force: bool = False, skip_missing: bool = False,
                           limit: int | None = None, progress: bool = True, region_source=None,
-                          extra_manifest: dict[str, Any] | None = None) -> PseudoMaskRun:
-    """Writes ``<out_dir>/<id>.png`` for every image of `dataset` from its CAM file in `cams_dir`.
+                          extra_manifest: dict[str, Any] | None = None, state=None) -> PseudoMaskRun:
+    """Writes ``<out_dir>/<id>.png`` for every image of `dataset` from its CAM file in `cams_dir`, and the manifest.
 
     Args:
         dataset: the images (ids must match the CAM file names).
@@ -321,119 +364,71 @@ def generate_pseudo_masks(dataset: SegmentationDataset, cams_dir: str | os.PathL
         limit: only the first `limit` images of the dataset.
         progress: show a progress bar (images/s).
         region_source: a ready region source for region voting (else built from `cfg`); forces one process.
-        extra_manifest: more entries for the manifest (dataset, split, config file ...).
+        extra_manifest: more entries for the manifest (the step's: split, CAM folder's generator ...).
+        state: a `semples.engine.device.ProcessState` (default: from ``pseudo.sam.device``).
 
     Returns:
         `PseudoMaskRun` counts.
 
     Raises:
-        FileNotFoundError: missing CAM files (unless `skip_missing`), or no CAM file at all.
-        ConfigError: `out_dir` was made with other parameters (unless `force`).
+        MissingInputError: missing CAM files (unless `skip_missing`), or no CAM folder / file at all.
+        ReuseError: `out_dir` was made with other parameters or seeds (unless `force`).
     """
-    from tqdm.auto import tqdm
-
     from semples.infer.cam_io import cam_path
-    from semples.utils.checkpoint_io import atomic_write_json
+    from semples.infer.runner import run_images, unwrap_dataset
+    from semples.runs import FolderRecord, folder_record
 
     cams_dir, out_dir = Path(cams_dir), Path(out_dir)
     if not cams_dir.is_dir():
-        raise FileNotFoundError(f"{cams_dir}: CAM folder does not exist (make it with `semples cams`)")
-    maker = PseudoMaskMaker(cfg, threshold, region_source)  # validates method and threshold early
-    params = _parameters(cfg, threshold)
-    _check_previous(out_dir, params, cams_dir, force)
-    if region_source is None and maker.region_source_kind == "sam":
-        _ = maker.region_source  # build SAM now: a missing checkpoint fails before anything is written
-
-    indices = list(range(len(dataset)))[: limit if limit is not None else None]
-    run = PseudoMaskRun(out_dir=str(out_dir), total=len(indices))
-    missing = [dataset.ids[i] for i in indices if not cam_path(cams_dir, dataset.ids[i]).is_file()]
+        raise MissingInputError(f"{cams_dir}: CAM folder does not exist (make it with `semples cams`)")
+    task = PseudoMaskTask(cfg, cams_dir, threshold, region_source)
+    if region_source is None and task.maker.region_source_kind == "sam":
+        _ = task.maker.region_source  # build SAM now: a missing checkpoint fails before anything is written
+    base = unwrap_dataset(dataset)
+    indices = list(range(len(base)))[: limit if limit is not None else None]
+    missing = [base.ids[i] for i in indices if not cam_path(cams_dir, base.ids[i]).is_file()]
     if missing and (not skip_missing or len(missing) == len(indices)):
-        raise FileNotFoundError(f"{cams_dir}: no CAM file for {len(missing)} of {len(indices)} images (first: "
+        raise MissingInputError(f"{cams_dir}: no CAM file for {len(missing)} of {len(indices)} images (first: "
                                 f"{', '.join(missing[:3])}); run `semples cams` on this split"
                                 + ("" if len(missing) == len(indices) else " or pass --skip-missing"))
-    run.missing_cams = missing
     missing_set = set(missing)
-    todo = []
-    for i in indices:
-        image_id = dataset.ids[i]
-        if image_id in missing_set:
-            continue
-        if not force and mask_png_path(out_dir, image_id).is_file():
-            run.skipped_existing += 1
-        else:
-            todo.append(i)
+    extra = dict(extra_manifest or {})
+    data = extra.pop("data", None) or {"dataset": getattr(base, "name", None), "root": None, "split": None,
+                                       "name": getattr(base, "name", None)}
+    record = FolderRecord(
+        kind="pseudo-masks", producer="semples.infer.pseudo_masks", data=data, classes=list(base.classes.names),
+        inputs={"cams": folder_record(cams_dir)}, settings=pseudo_mask_parameters(cfg, threshold),
+        file_format="one <id>.png per image: uint8 labels (palette PNG)",
+        extra={"method": cfg.method, "threshold": threshold if cfg.method in ("crf", "threshold") else None,
+               "threshold_source": threshold_source, "region_source": task.maker.region_source_kind,
+               "cams_dir": str(cams_dir), "out_dir": str(out_dir),
+               "label_coding": {"background": 0, "classes": "1..K (class k -> k + 1)", "ignore": IGNORE_INDEX},
+               "missing_cams": missing[:100], **extra})
+    if state is None:
+        from semples.engine.device import process_state
 
-    manifest: dict[str, Any] = {
-        "format": "semples-pseudo-masks", "version": 1, "status": "running", "method": cfg.method,
-        "parameters": params, "threshold": threshold if cfg.method in ("crf", "threshold") else None,
-        "threshold_source": threshold_source, "region_source": maker.region_source_kind,
-        "cams_dir": str(cams_dir), "out_dir": str(out_dir), "dataset": getattr(dataset, "name", None),
-        "label_coding": {"background": 0, "classes": "1..K (class k -> k + 1)", "ignore": IGNORE_INDEX},
-        **(extra_manifest or {}),
-    }
-    atomic_write_json(out_dir / MANIFEST, manifest)
-
-    workers = cfg.workers
-    if workers > 1 and (cfg.method == "threshold" or region_source is not None or maker.region_source_kind == "sam"):
-        workers = 0  # cheap per image, or one shared model in this process
-    from semples.data.io import write_mask_png
-
-    start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=f"pseudo-masks ({cfg.method})", unit="img", disable=not progress,
-               dynamic_ncols=True)
-
-    def finish(image_id: str, result: PseudoMask) -> None:
-        write_mask_png(mask_png_path(out_dir, image_id), result.mask)
-        run.written += 1
-        run.pixels["background"] += result.background
-        run.pixels["foreground"] += result.foreground
-        run.pixels["ignored"] += result.ignored
-        bar.update(1)
-
-    try:
-        if workers > 1 and len(todo) >= 4 * workers:  # a few images: not worth starting processes
-            ctx = multiprocessing.get_context("spawn")  # no fork after torch/OpenMP threads have started
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(cfg, threshold)) as pool:
-                pending: deque[tuple[str, Future]] = deque()
-                for image_id, image, cams, classes in _iter_inputs(dataset, todo, cams_dir):
-                    pending.append((image_id, pool.submit(_work, image, cams, classes)))
-                    while len(pending) >= 2 * workers:
-                        done_id, fut = pending.popleft()
-                        finish(done_id, fut.result())
-                while pending:
-                    done_id, fut = pending.popleft()
-                    finish(done_id, fut.result())
-        else:
-            for image_id, image, cams, classes in _iter_inputs(dataset, todo, cams_dir):
-                finish(image_id, maker(image, cams, classes))
-    finally:
-        bar.close()
-        run.seconds = time.perf_counter() - start
-        total_px = sum(run.pixels.values())
-        manifest.update({
-            "status": "finished" if run.written == len(todo) else "interrupted",
-            "counts": {"images": run.total, "written": run.written, "skipped_existing": run.skipped_existing,
-                       "missing_cams": len(run.missing_cams)},
-            "missing_cams": run.missing_cams[:100],
-            "pixels_written": dict(run.pixels),
-            "pixel_fractions_written": {k: (v / total_px if total_px else None) for k, v in run.pixels.items()},
-            "seconds": round(run.seconds, 3), "workers": max(workers, 1),
-            "images_per_second": None if math.isnan(run.images_per_second) else round(run.images_per_second, 3),
-        })
-        atomic_write_json(out_dir / MANIFEST, manifest)
+        state = process_state(cfg.sam.device)
+    summary = run_images(task, base, out_dir, indices=[i for i in indices if base.ids[i] not in missing_set],
+                         force=force, progress=progress, state=state, record=record)
+    run = PseudoMaskRun(out_dir=str(out_dir), total=len(indices), written=summary.written,
+                        skipped_existing=summary.skipped, missing_cams=missing, pixels=dict(task.pixels),
+                        seconds=summary.seconds, manifest=summary.manifest)
     log.info("pseudo masks: %d written, %d already there, %d without CAMs -> %s (%.2f images/s)", run.written,
              run.skipped_existing, len(run.missing_cams), out_dir, run.images_per_second)
     return run
 
 
 __all__ = [
+    "PseudoInput",
+    "PseudoInputReader",
     "PseudoMask",
     "PseudoMaskMaker",
     "PseudoMaskRun",
+    "PseudoMaskTask",
     "generate_pseudo_masks",
     "ignore_band",
     "mask_png_path",
+    "pseudo_mask_parameters",
     "read_threshold",
     "region_source_kind",
     "resize_cams",

@@ -1,9 +1,9 @@
 """Inference of the final segmentation model: single- and multi-scale (+flip) class probabilities, whole-image or
 sliding-window, and optional dense-CRF post-processing.
 
-Multi-scale: for each scale s the image is resized (bilinear) by s, its logits are computed (and those of its
-horizontal flip, flipped back), turned into softmax probabilities, resized to the full image and averaged over
-all views. With scales (1.0,) and no flip this is exactly the single-scale prediction.
+Multi-scale: for each scale s the image is resized (bilinear, `semples.infer.views.resize_batch`) by s, its logits
+are computed (and those of its horizontal flip, flipped back), turned into softmax probabilities, resized to the
+full image and averaged over all views. With scales (1.0,) and no flip this is exactly the single-scale prediction.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def scaled_hw(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(h, w) of an image scaled by `scale` (rounded, at least 1 pixel)."""
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+from semples.infer.views import resize_batch
 
 
 def sliding_window_logits(model: nn.Module, images: torch.Tensor, crop_size: int, stride: int) -> torch.Tensor:
@@ -76,8 +73,8 @@ def segment_probs(model: nn.Module, images: torch.Tensor, *, scales: tuple[float
     total = None
     views = 0
     for s in scales:
-        size = scaled_hw(h, w, float(s))
-        x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        x = resize_batch(images, float(s))
+        size = tuple(x.shape[-2:])
         if flip:
             x = torch.cat([x, x.flip(-1)])
         probs = model_logits(model, x, mode, crop_size, stride).softmax(1)

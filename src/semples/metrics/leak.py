@@ -68,3 +68,81 @@ class LeakRate:
         return {"mean": None if not np.isfinite(mean) else mean,
                 "per_class": {name: (None if not np.isfinite(r) else float(r)) for name, r in zip(class_names, rates)},
                 "pixels": {name: int(e) for name, e in zip(class_names, self.exposed)}}
+
+
+class LeakSweep:
+    """The leak rate of seeds at every background threshold of a grid, in one pass over the images.
+
+    A pixel of class k's associated background (ground-truth background, image labelled k) leaks at threshold t
+    when the seed labels it k: k is its best class and that score exceeds t — `seed_labels`' rule, compared in
+    float32 as `ThresholdSweep` does. Also keeps the threshold-free mean CAM of k on those pixels.
+
+    Args:
+        class_background: (K,) background-type id associated with each foreground class (0-based classes).
+        thresholds: (T,) increasing background scores.
+    """
+
+    def __init__(self, class_background, thresholds: np.ndarray) -> None:
+        self.class_background = np.asarray(class_background, dtype=np.int64)
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self._grid32 = self.thresholds.astype(np.float32)
+        k, t = len(self.class_background), len(self.thresholds)
+        self.leaked = np.zeros((t, k), dtype=np.int64)
+        self.exposed = np.zeros(k, dtype=np.int64)
+        self.cam_sum = np.zeros(k, dtype=np.float64)
+
+    def update(self, cams: np.ndarray, classes: np.ndarray, gt: np.ndarray, background_map: np.ndarray,
+               labels: np.ndarray) -> LeakSweep:
+        """Adds one image. Shape: cams (P, H, W) of the 0-based `classes` (P,); gt, background_map (H, W);
+        labels (K,) multi-hot."""
+        from semples.metrics.sweep import _best_foreground
+
+        gt, bmap = np.asarray(gt), np.asarray(background_map)
+        classes = np.asarray(classes, dtype=np.int64)
+        best, label = _best_foreground(cams, classes)
+        background = gt == 0
+        for k in np.flatnonzero(np.asarray(labels) > 0.5):
+            region = background & (bmap == self.class_background[k])
+            n = int(region.sum())
+            if not n:
+                continue
+            self.exposed[k] += n
+            where = np.flatnonzero(classes == k)
+            if where.size:
+                self.cam_sum[k] += float(np.asarray(cams[where[0]], dtype=np.float64)[region].sum())
+            top = best[region & (label == k + 1)].astype(np.float32)
+            below = np.searchsorted(self._grid32, top, side="left")  # thresholds strictly below each score
+            hist = np.bincount(below, minlength=len(self.thresholds) + 1)
+            self.leaked[:, k] += np.cumsum(hist[::-1])[::-1][1:]  # pixels with more than j thresholds below
+        return self
+
+    def merge(self, other: LeakSweep) -> LeakSweep:
+        self.leaked += other.leaked
+        self.exposed += other.exposed
+        self.cam_sum += other.cam_sum
+        return self
+
+    def rates(self, index: int) -> np.ndarray:
+        """(K,) leak rate at grid point `index`; NaN where a class never met its background."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.exposed > 0, self.leaked[index] / np.maximum(self.exposed, 1), np.nan)
+
+    def to_dict(self, class_names, index: int) -> dict:
+        """JSON-ready leak at grid point `index` (as `LeakRate.to_dict`) plus the mean CAM on those pixels and the
+        mean leak over the whole grid."""
+        rates = self.rates(index)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cam = np.where(self.exposed > 0, self.cam_sum / np.maximum(self.exposed, 1), np.nan)
+            curve = np.where(self.exposed > 0, self.leaked / np.maximum(self.exposed, 1), np.nan)
+
+        def mean(x):
+            return float(np.nanmean(x)) if np.isfinite(x).any() else None
+
+        def value(x):
+            return None if not np.isfinite(x) else float(x)
+
+        return {"threshold": float(self.thresholds[index]), "mean": mean(rates),
+                "per_class": {n: value(r) for n, r in zip(class_names, rates)},
+                "pixels": {n: int(e) for n, e in zip(class_names, self.exposed)},
+                "mean_cam": {n: value(c) for n, c in zip(class_names, cam)}, "mean_cam_mean": mean(cam),
+                "curve": [mean(row) for row in curve]}

@@ -16,8 +16,9 @@ exact prompts it was trained with (names included), and a generator rebuilt from
 training-free baseline uses the single template "a clean origami {}.").
 
 Background names: FMA-WSSS adds background classes to the foreground ones (20 + 25 on VOC). `background_names_for`
-picks the list for a dataset: the VOC list below (the 25 words CLIP-ES uses), a COCO list (the VOC list without
-"keyboard", a COCO class — our choice), and for the synthetic world its own background types.
+picks the list the dataset's registry entry names (`semples.data.DATASETS`): the 25 words CLIP-ES uses for VOC
+(and folders of images), the VOC list without "keyboard" (a COCO class — our choice) for COCO, and for the
+synthetic world its own background types.
 """
 
 from __future__ import annotations
@@ -33,30 +34,18 @@ from semples.models.clip import FrozenCLIP
 
 log = logging.getLogger(__name__)
 
-VOC_BACKGROUND_NAMES: tuple[str, ...] = (
-    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea", "railway",
-    "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road", "rock", "street", "valley",
-    "bridge", "sign",
-)
-COCO_BACKGROUND_NAMES: tuple[str, ...] = tuple(n for n in VOC_BACKGROUND_NAMES if n != "keyboard")
-
 CLIP_ES_TEMPLATES: tuple[str, ...] = ("a clean origami {}.",)
 
 
 def background_names_for(data_cfg, override: Sequence[str] = ()) -> tuple[str, ...]:
-    """Background class names for a dataset config (a `DataConfig`): `override` when non-empty, else the
-    synthetic world's background types as its captions name them, the COCO list for COCO, the VOC list otherwise.
-    """
+    """Background class names for a dataset config (a `DataConfig`): `override` when non-empty, else the list the
+    dataset's registry entry names (`semples.data.DATASETS`: VOC's 25 words for VOC and folders, COCO's, the
+    synthetic world's background types)."""
     if override:
         return tuple(override)
-    dataset = getattr(data_cfg, "dataset", "voc")
-    if dataset == "synthetic":
-        from semples.data.synthetic import BACKGROUND_WORDS
+    from semples.data import dataset_spec
 
-        return tuple(BACKGROUND_WORDS.get(b, (b, b))[0] for b in data_cfg.synthetic.backgrounds)
-    if dataset == "coco":
-        return COCO_BACKGROUND_NAMES
-    return VOC_BACKGROUND_NAMES
+    return tuple(dataset_spec(data_cfg.dataset).background_names(data_cfg))
 
 
 class CoOpPrompts(nn.Module):
@@ -198,5 +187,5 @@ class HandcraftedPrompts(nn.Module):
         return self.features if indices is None else self.features[indices]
 
 
-__all__ = ["CLIP_ES_TEMPLATES", "COCO_BACKGROUND_NAMES", "VOC_BACKGROUND_NAMES", "CoOpPrompts", "HandcraftedPrompts",
+__all__ = ["CLIP_ES_TEMPLATES", "CoOpPrompts", "HandcraftedPrompts",
            "background_names_for"]

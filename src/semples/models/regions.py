@@ -66,7 +66,7 @@ class SamConfig:
     box_nms_thresh: float = 0.7  # box-IoU non-maximum suppression between masks
     crop_n_layers: int = 0  # > 0: also run on image crops (slower, more small masks)
     min_mask_region_area: int = 0  # > 0: remove holes/islands below this area (needs OpenCV)
-    device: str = "auto"  # auto: cuda when available, else cpu
+    device: str = "auto"  # auto: cuda, else mps, else cpu (semples.engine.device.resolve_device)
 
 
 # ----------------------------------------------------------------------------------------------- regions
@@ -254,15 +254,6 @@ def _segment_anything():
     return segment_anything
 
 
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when available, else "cpu"; anything else unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def sam_model_type(checkpoint: str | Path | None, model_type: str = "auto") -> str:
     """The SAM variant: `model_type`, or for "auto" the vit_b/vit_l/vit_h named in the checkpoint file name."""
     if model_type != "auto":
@@ -354,9 +345,10 @@ class SamRegions:
         self.generator = sa.SamAutomaticMaskGenerator(self.model, output_mode="binary_mask", **self.settings)
 
     @classmethod
-    def from_config(cls, cfg: SamConfig, *, random_init: bool = False) -> SamRegions:
-        """Builds SAM from `cfg.checkpoint` (explicit file; see `build_sam`) with `cfg`'s generator settings."""
-        model = build_sam(cfg.model_type, cfg.checkpoint, resolve_device(cfg.device), random_init=random_init)
+    def from_config(cls, cfg: SamConfig, *, device: str = "cpu", random_init: bool = False) -> SamRegions:
+        """Builds SAM from `cfg.checkpoint` (explicit file; see `build_sam`) with `cfg`'s generator settings, on
+        `device` (callers resolve ``cfg.device`` with `semples.engine.device.resolve_device`)."""
+        model = build_sam(cfg.model_type, cfg.checkpoint, device, random_init=random_init)
         return cls(model, points_per_side=cfg.points_per_side, points_per_batch=cfg.points_per_batch,
                    pred_iou_thresh=cfg.pred_iou_thresh, stability_score_thresh=cfg.stability_score_thresh,
                    stability_score_offset=cfg.stability_score_offset, box_nms_thresh=cfg.box_nms_thresh,
@@ -378,12 +370,12 @@ class SamRegions:
 
 # ----------------------------------------------------------------------------------------------- factory
 def build_region_source(kind: str, superpixels: SuperpixelConfig | None = None,
-                        sam: SamConfig | None = None) -> RegionSource:
-    """A region source by name: "sam" (needs `sam.checkpoint`), "slic", "felzenszwalb" or "superpixels"
-    (the method in `superpixels`)."""
+                        sam: SamConfig | None = None, device: str = "cpu") -> RegionSource:
+    """A region source by name: "sam" (needs `sam.checkpoint`; runs on `device`), "slic", "felzenszwalb" or
+    "superpixels" (the method in `superpixels`)."""
     superpixels = superpixels or SuperpixelConfig()
     if kind == "sam":
-        return SamRegions.from_config(sam or SamConfig())
+        return SamRegions.from_config(sam or SamConfig(), device=device)
     if kind == "superpixels":
         return SuperpixelRegions(superpixels)
     if kind in ("slic", "felzenszwalb"):
@@ -402,6 +394,5 @@ __all__ = [
     "UnionRegions",
     "build_region_source",
     "build_sam",
-    "resolve_device",
     "sam_model_type",
 ]

@@ -8,11 +8,30 @@ from pathlib import Path
 from semples.report.html import esc, image, page, table
 
 STEPS = (("seeds_after_match", "seeds after match"), ("seeds_after_refine", "seeds after refine"),
+         ("control_untrained_prompts", "control: refine with untrained prompts"),
          ("pseudo_masks", "pseudo masks"), ("final", "final model"))
+SEEDS = (("seeds_after_match", "after match"), ("seeds_after_refine", "after refine"),
+         ("control_untrained_prompts", "untrained prompts"))
 
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
+
+
+def _reference_table(reference: dict | None) -> str:
+    if not reference:
+        return ""
+    rows = []
+    labels = {"match": "after match (L_match only)", "refine": "after refine (full SemPLeS)",
+              "refine_untrained": "refine with untrained prompts"}
+    for key, label in labels.items():
+        r = reference.get("rows", {}).get(key)
+        if r:
+            rows.append([label, f"{r['miou']:.1f} ± {r['miou_std'] or 0:.1f}",
+                         f"{r['leak']:.1f} ± {r['leak_std'] or 0:.1f}"])
+    return (f"<p>The same preset over {len(reference['seeds'])} training seeds "
+            f"(<code>{esc(reference.get('source', ''))}</code>; mean ± std):</p>"
+            + table(["seeds", "seed mIoU %", "leak rate %"], rows))
 
 
 def demo_report(metrics: dict, names: list[str], figures: Path, cfg) -> str:
@@ -22,14 +41,19 @@ def demo_report(metrics: dict, names: list[str], figures: Path, cfg) -> str:
         m = metrics[key]
         summary_rows.append([label, m["split"], _pct(m["miou"]), _pct(m["leak"]["mean"])])
     summary = table(["step", "split", "mIoU %", "leak rate %"], summary_rows)
-    d_miou = metrics["seeds_after_refine"]["miou"] - metrics["seeds_after_match"]["miou"]
-    d_leak = (metrics["seeds_after_refine"]["leak"]["mean"] or 0) - (metrics["seeds_after_match"]["leak"]["mean"] or 0)
-    summary += (f"<p>Stage refine changed the seed mIoU by <b>{100 * d_miou:+.1f}</b> points and the mean leak rate by "
-                f"<b>{100 * d_leak:+.1f}</b> points (one run; the spread between seeds is in "
-                "<code>benchmarks/RESULTS.md</code>, synthetic ablation).</p>"
-                f'<p class="note">{esc(metrics["threshold_note"])}. Leak rate: share of a class\'s associated-'
+    summary += (f"<p><b>{esc(metrics['verdict'])}</b></p>" + _reference_table(metrics.get("reference"))
+                + f'<p class="note">{esc(metrics["threshold_note"])}. Leak rate: share of a class\'s associated-'
                 "background pixels (ground-truth background, in images labelled with the class) labelled as that "
-                "class.</p>")
+                "class. The untrained-prompt control is stage refine with the prompt vectors' U[0,1) initial values "
+                "as u^b: what refine does without prompt learning.</p>")
+    seed_rows = []
+    for name in names:
+        seed_rows.append([name, *(_pct(metrics[k]["per_class_iou"].get(name)) for k, _ in SEEDS),
+                          *(_pct(metrics[k]["leak"]["per_class"].get(name)) for k, _ in SEEDS)])
+    seed_rows.append(["mean (mIoU incl. background)", *(_pct(metrics[k]["miou"]) for k, _ in SEEDS),
+                      *(_pct(metrics[k]["leak"]["mean"]) for k, _ in SEEDS)])
+    seeds = table(["class", *(f"IoU {lab}" for _, lab in SEEDS), *(f"leak {lab}" for _, lab in SEEDS)], seed_rows,
+                  total_last=True)
     iou_rows = []
     for name in ["background", *names]:
         iou_rows.append([name, *(_pct(metrics[k]["per_class_iou"].get(name)) for k, _ in STEPS)])
@@ -53,13 +77,15 @@ def demo_report(metrics: dict, names: list[str], figures: Path, cfg) -> str:
     times = table(["step", "seconds"], [[k, v] for k, v in metrics["seconds"].items() if v is not None])
     sections = [
         ("summary", "Summary", summary),
+        ("seeds", "Seeds per class: after match, after refine, untrained-prompt control (%)", seeds),
         ("per-class", "Per-class IoU (%)", iou),
         ("leak", "Leak rate per class (%)", leak),
         ("figures", "Seeds, pseudo masks, predictions",
          "<p>Columns: image | ground truth | CAM after match | CAM after refine | pseudo mask | prediction of the "
          "final model (training images; seeds as heat maps, max over the labelled classes).</p>"
          + image(figures / "samples.png", "sample grid")
-         + "<p>Seed mIoU against the background threshold, after match and after refine:</p>"
+         + "<p>Seed mIoU against the background threshold, after match, after refine and for the "
+           "control:</p>"
          + image(figures / "threshold_curves.png", "threshold curves")),
         ("prompts", "What the learned background prompts describe", probe
          + "<p>Heat maps: cosine similarity of CLIP's patch features to the class text (middle) and to the class's "

@@ -1,32 +1,126 @@
-"""What a training stage is: trainable parts (registered submodules), frozen parts (held aside), named losses.
+"""What a training stage is: trainable parts (registered submodules), frozen parts (held aside), named losses, and
+what it is built from.
 
 The one training loop (`semples.engine`) runs any `Stage`: it optimises the parameters that require grad,
 checkpoints `state_dict()` (trainable parts only), and calls `forward(batch)`, which returns
 ``{"loss": total, "<name>_loss": ..., ...}``. Frozen parts — CLIP, and S in stage prompt — are never
 submodules: they stay out of optimisers, DDP and checkpoints, follow the stage across devices, and stay in
 eval mode whatever `train()` is called with.
+
+A stage class also carries what the rest of the package needs to know about it (`semples.stages.STAGES` is the one
+list of stages): `from_config` builds it from the experiment config and the run folders of earlier stages,
+`depends_on` names the config keys its result depends on besides its own section (stored in its checkpoint and
+compared when a finished run folder is reused), `needs_clip` says whether training it loads the frozen CLIP.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from semples.config import Config
+    from semples.data.base import ClassTable
+
+# what every stage's result depends on, besides its own section and its `depends_on` keys
+TRAINING_KEYS = ("seed", "deterministic", "mixed_precision", "data")
+
+
+@dataclass
+class BuiltStage:
+    """A stage ready for the engine, plus a record of what it was built from (for the manifest)."""
+
+    stage: Stage
+    inputs: dict = field(default_factory=dict)
+    config: Any = None  # the config the stage runs with, when the stage adjusted it (FMA stages)
+    dataset: object = None  # a dataset replacing the training split (fma-segment: images + coarse seeds)
+    with_mask: bool = False  # batches carry the dataset's masks (the seeds)
+
+
+def select_keys(data: dict, dotted: tuple[str, ...]) -> dict:
+    """The parts of a nested dict named by dotted keys ("loss" = the whole section, "loss.lambda_bg" = one value)."""
+    out: dict = {}
+    for key in dotted:
+        head, _, rest = key.partition(".")
+        if head not in data:
+            continue
+        if not rest:
+            out[head] = data[head]
+        elif isinstance(data[head], dict):
+            sub = select_keys(data[head], (rest,))
+            if sub:
+                out.setdefault(head, {}).update(sub)
+    return out
 
 
 class Stage(nn.Module):
     """Base class of training stages.
 
     Class attributes (documentation that tests check):
-        name: the stage's name (run folder, CLI).
+        name: the stage's name (run folder, CLI, config section with "-" as "_").
         trains: names of the submodules that train.
         frozen: names of the frozen parts.
         loss_names: keys of the dict `forward` returns, besides "loss".
+        depends_on: dotted config keys its result depends on besides `TRAINING_KEYS` and its own section.
+        needs_clip: training it loads the frozen CLIP (also true whenever the generator family needs it).
+        verb: the CLI verb that trains it (``semples train --stage NAME``, or ``train-seg``).
     """
 
     name: str = "stage"
     trains: tuple[str, ...] = ()
     frozen: tuple[str, ...] = ()
     loss_names: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ("clip", "generator")
+    needs_clip: bool = True
+    verb: str = "train"
+
+    @classmethod
+    def section(cls) -> str:
+        """The stage's config section ("fma-classify" -> "fma_classify")."""
+        return cls.name.replace("-", "_")
+
+    @classmethod
+    def config_keys(cls) -> tuple[str, ...]:
+        """Every config key the stage's result depends on (stored in its checkpoint, compared on reuse)."""
+        return (*TRAINING_KEYS, cls.section(), *cls.depends_on)
+
+    @classmethod
+    def recorded_config(cls, cfg: Config) -> dict:
+        """The parts of `cfg` named by `config_keys`, plus the stage name: what its checkpoint records."""
+        from semples.config import config_to_dict
+
+        out = select_keys(config_to_dict(cfg), cls.config_keys())
+        out["stage_name"] = cls.name
+        return out
+
+    @classmethod
+    def configure(cls, cfg: Config) -> Config:
+        """The config the stage runs with (and its checkpoint records); the FMA stages fix their generator."""
+        return cfg
+
+    @classmethod
+    def validate_inputs(cls, cfg: Config, *, generator: str | None = None, prompts: str | None = None,
+                        seeds: str | None = None) -> None:
+        """Raises `ConfigError` (saying what to pass) when an input the stage needs is missing."""
+
+    @classmethod
+    def from_config(cls, cfg: Config, classes: ClassTable, *, generator: str | None = None,
+                    prompts: str | None = None, clip=None, seeds: str | None = None, dataset=None) -> BuiltStage:
+        """Builds the stage from the experiment config and the run folders of earlier stages.
+
+        Args:
+            cfg: the experiment config.
+            classes: the dataset's class table (prompt names feed CLIP).
+            generator: run folder or checkpoint of S to start from.
+            prompts: run folder or checkpoint of learned prompts.
+            clip: the frozen CLIP (loaded by `semples.stages.build_stage` when the stage needs it).
+            seeds: a folder of seeds (fma-segment).
+            dataset: the training split (fma-segment wraps it with the seeds).
+        """
+        raise NotImplementedError(f"stage {cls.name} has no from_config")
 
     def __init__(self) -> None:
         super().__init__()

@@ -11,7 +11,8 @@ import torch
 
 from semples.losses import multilabel_losses
 from semples.models.mask_generators import MaskGenerator, run_generator
-from semples.stages.base import Stage
+from semples.stages.base import BuiltStage, Stage
+from semples.stages.common import start_generator
 
 
 class ClassifyStage(Stage):
@@ -19,6 +20,17 @@ class ClassifyStage(Stage):
     trains = ("mask_generator",)
     frozen = ()
     loss_names = ("classify_loss", "token_loss", "coarse_loss", "fine_loss")
+    depends_on = ("clip", "generator", "loss.classify_token", "loss.classify_coarse", "loss.classify_fine")
+    needs_clip = False  # unless the generator family needs it (CLIP Grad-CAM)
+
+    @classmethod
+    def from_config(cls, cfg, classes, *, generator=None, prompts=None, clip=None, seeds=None,
+                    dataset=None) -> BuiltStage:
+        """S from ImageNet / random weights, or continued from `generator` (a run folder / checkpoint)."""
+        gen, record = start_generator(cfg, classes, generator, clip)
+        lc = cfg.loss
+        return BuiltStage(cls(gen, token_weight=lc.classify_token, coarse_weight=lc.classify_coarse,
+                              fine_weight=lc.classify_fine), {"generator": record})
 
     def __init__(self, generator: MaskGenerator, *, token_weight: float = 1.0, coarse_weight: float = 1.0,
                  fine_weight: float = 1.0) -> None:

@@ -7,7 +7,7 @@ mean of CLIP's projected patch tokens: each present class against the image's ne
 classes and (``fma.background_negatives``, default) every background class.
 
 The trained generator is an ordinary mask generator: `semples cams --generator <this run>` gives its Grad-CAMs
-(the coarse CAMs of FMA-WSSS), and `semples.infer.fma` refines them with CAA and region voting.
+(the coarse CAMs of FMA-WSSS), and `semples.methods.fma` refines them with CAA and region voting.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 
 from semples.losses import multilabel_contrastive_loss
 from semples.models.mask_generators import ClipGradCAM
-from semples.stages.base import Stage
+from semples.stages.base import BuiltStage, Stage
+from semples.stages.common import fma_config, start_generator
 
 
 class FmaClassifyStage(Stage):
@@ -24,6 +25,20 @@ class FmaClassifyStage(Stage):
     trains = ("mask_generator",)
     frozen = ("clip",)
     loss_names = ("contrastive_loss",)
+    depends_on = ("clip", "generator", "fma")
+    prompt_set = "classification"  # the generator.clip_cam.prompts this stage trains
+
+    @classmethod
+    def configure(cls, cfg):
+        return fma_config(cfg, cls.name, cls.prompt_set)
+
+    @classmethod
+    def from_config(cls, cfg, classes, *, generator=None, prompts=None, clip=None, seeds=None,
+                    dataset=None) -> BuiltStage:
+        """A CLIP Grad-CAM generator with fresh classification prompts (`generator` continues one)."""
+        gen, record = start_generator(cfg, classes, generator, clip)
+        return BuiltStage(cls(gen, background_negatives=cfg.fma.background_negatives), {"generator": record},
+                          config=cfg)
 
     def __init__(self, generator: ClipGradCAM, *, background_negatives: bool = True) -> None:
         super().__init__()

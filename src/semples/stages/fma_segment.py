@@ -24,7 +24,8 @@ from semples.data.base import DataError, SegmentationDataset
 from semples.data.io import read_mask
 from semples.losses import cam_activation_loss
 from semples.models.mask_generators import ClipGradCAM
-from semples.stages.base import Stage
+from semples.stages.base import BuiltStage, Stage
+from semples.stages.common import fma_config, require, start_generator
 from semples.stages.masking import positive_pairs
 from semples.utils.dataclass_config import ConfigError
 
@@ -36,6 +37,34 @@ class FmaSegmentStage(Stage):
     trains = ("mask_generator",)
     frozen = ("clip",)
     loss_names = ("cam_activation_loss", "cam_fg_loss", "cam_bg_loss")
+    depends_on = ("clip", "generator", "fma")
+    prompt_set = "segmentation"  # the generator.clip_cam.prompts this stage trains
+
+    @classmethod
+    def configure(cls, cfg):
+        return fma_config(cfg, cls.name, cls.prompt_set)
+
+    @classmethod
+    def validate_inputs(cls, cfg, *, generator=None, prompts=None, seeds=None) -> None:
+        require(seeds or cfg.fma.seeds_dir, "stage fma-segment learns from coarse seeds: pass --seeds DIR (label PNGs "
+                                            "or a CAM folder; see semples.methods.fma) or set fma.seeds_dir")
+
+    @classmethod
+    def from_config(cls, cfg, classes, *, generator=None, prompts=None, clip=None, seeds=None,
+                    dataset=None) -> BuiltStage:
+        """A CLIP Grad-CAM generator with fresh segmentation prompts, trained on the coarse seeds `seeds`."""
+        from semples.runs import folder_record
+
+        cls.validate_inputs(cfg, seeds=seeds)
+        seeds = seeds or cfg.fma.seeds_dir
+        gen, record = start_generator(cfg, classes, generator, clip)
+        inputs = {"generator": record}
+        built = BuiltStage(cls(gen), inputs, config=cfg, with_mask=True)
+        # the seeds folder's identity (the fingerprint of its manifest), checked when a finished run is reused
+        inputs["seeds"] = {"dir": str(seeds), "threshold": cfg.fma.seeds_threshold, **folder_record(seeds)}
+        if dataset is not None:
+            built.dataset = SeedMaskDataset(dataset, seeds, cfg.fma.seeds_threshold)
+        return built
 
     def __init__(self, generator: ClipGradCAM) -> None:
         super().__init__()

@@ -14,7 +14,9 @@ import torch
 from semples.losses import match_loss, prompt_loss, refine_loss
 from semples.models.clip import PromptTextEncoder
 from semples.models.mask_generators import MaskGenerator
+from semples.stages.base import BuiltStage
 from semples.stages.clip_stage import ClipStage
+from semples.stages.common import clip_stage_kwargs, new_prompts, start_generator, warn_fresh_start
 
 
 class JointStage(ClipStage):
@@ -23,6 +25,17 @@ class JointStage(ClipStage):
     frozen = ("clip",)
     loss_names = ("match_loss", "match_fg_loss", "match_bg_loss", "prompt_loss", "prompt_image_loss",
                   "prompt_text_loss", "refine_loss")
+    depends_on = ("clip", "masking", "generator", "prompts", "loss")
+
+    @classmethod
+    def from_config(cls, cfg, classes, *, generator=None, prompts=None, clip=None, seeds=None,
+                    dataset=None) -> BuiltStage:
+        """S from a classify run (`generator`); fresh prompt vectors."""
+        warn_fresh_start(cls.name, generator)
+        gen, record = start_generator(cfg, classes, generator, clip)
+        stage = cls(gen, new_prompts(cfg, clip, len(classes)), clip, list(classes.prompt_names),
+                    train_trunk=cfg.generator.train_trunk, **clip_stage_kwargs(cfg, cls.name))
+        return BuiltStage(stage, {"generator": record})
 
     def __init__(self, generator: MaskGenerator, prompts: PromptTextEncoder, clip, class_names, *, loss, masking,
                  train_trunk: bool = False, class_template: str = "a photo of {}.",

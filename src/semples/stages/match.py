@@ -10,7 +10,9 @@ import torch
 
 from semples.losses import match_loss
 from semples.models.mask_generators import MaskGenerator
+from semples.stages.base import BuiltStage
 from semples.stages.clip_stage import ClipStage
+from semples.stages.common import clip_stage_kwargs, start_generator, warn_fresh_start
 
 
 class MatchStage(ClipStage):
@@ -18,6 +20,17 @@ class MatchStage(ClipStage):
     trains = ("mask_generator",)
     frozen = ("clip",)
     loss_names = ("match_loss", "match_fg_loss", "match_bg_loss")
+    depends_on = ("clip", "masking", "generator", "loss.lambda_bg", "loss.sim_min", "loss.sim_max")
+
+    @classmethod
+    def from_config(cls, cfg, classes, *, generator=None, prompts=None, clip=None, seeds=None,
+                    dataset=None) -> BuiltStage:
+        """S from a classify run (`generator`)."""
+        warn_fresh_start(cls.name, generator)
+        gen, record = start_generator(cfg, classes, generator, clip)
+        stage = cls(gen, clip, list(classes.prompt_names), train_trunk=cfg.generator.train_trunk,
+                    **clip_stage_kwargs(cfg, cls.name))
+        return BuiltStage(stage, {"generator": record})
 
     def __init__(self, generator: MaskGenerator, clip, class_names, *, loss, masking, train_trunk: bool = False,
                  class_template: str = "a photo of {}.", data_norm: str = "imagenet") -> None:

@@ -13,7 +13,9 @@ import torch
 from semples.losses import prompt_loss
 from semples.models.clip import PromptTextEncoder
 from semples.models.mask_generators import MaskGenerator
+from semples.stages.base import BuiltStage
 from semples.stages.clip_stage import ClipStage
+from semples.stages.common import clip_stage_kwargs, new_prompts, require, start_generator
 
 
 class PromptStage(ClipStage):
@@ -21,6 +23,23 @@ class PromptStage(ClipStage):
     trains = ("prompts",)
     frozen = ("clip", "mask_generator")
     loss_names = ("prompt_loss", "prompt_image_loss", "prompt_text_loss")
+    depends_on = ("clip", "masking", "generator", "prompts", "loss.lambda_text", "loss.use_prompt_image",
+                  "loss.use_prompt_text", "loss.sim_min", "loss.sim_max")
+
+    @classmethod
+    def validate_inputs(cls, cfg, *, generator=None, prompts=None, seeds=None) -> None:
+        require(generator, "stage prompt needs the mask generator trained by stage match: pass --generator "
+                           "<match run folder>")
+
+    @classmethod
+    def from_config(cls, cfg, classes, *, generator=None, prompts=None, clip=None, seeds=None,
+                    dataset=None) -> BuiltStage:
+        """S (frozen) from a match run (`generator`); fresh prompt vectors."""
+        cls.validate_inputs(cfg, generator=generator)
+        gen, record = start_generator(cfg, classes, generator, clip)
+        stage = cls(gen, new_prompts(cfg, clip, len(classes)), clip, list(classes.prompt_names),
+                    **clip_stage_kwargs(cfg, cls.name))
+        return BuiltStage(stage, {"generator": record})
 
     def __init__(self, generator: MaskGenerator, prompts: PromptTextEncoder, clip, class_names, *, loss, masking,
                  class_template: str = "a photo of {}.", data_norm: str = "imagenet") -> None:

@@ -26,6 +26,27 @@ class SegmentStage(Stage):
     trains = ("segmenter",)
     frozen = ()
     loss_names = ("ce_loss",)
+    depends_on = ("experiment",)
+    needs_clip = False
+    verb = "train-seg"
+
+    @classmethod
+    def recorded_config(cls, cfg) -> dict:
+        """What a segment checkpoint records (and resume compares): the training sections, without the splits and
+        settings of evaluation (``data.eval_split``, ``segment.eval``), which never change the trained model."""
+        out = super().recorded_config(cfg)
+        out["data"] = {k: v for k, v in out["data"].items() if k != "eval_split"}
+        out[cls.section()] = {k: v for k, v in out[cls.section()].items() if k != "eval"}
+        return out
+
+    @classmethod
+    def from_config(cls, cfg, classes, *, generator=None, prompts=None, clip=None, seeds=None, dataset=None,
+                    sync_bn: bool = False, fetch_weights: bool = True):
+        """A fresh segmentation model from ``segment.model`` for the dataset's classes (+ background)."""
+        from semples.stages.base import BuiltStage
+
+        stage = build_segment_stage(cfg.segment.model, len(classes) + 1, sync_bn=sync_bn, fetch_weights=fetch_weights)
+        return BuiltStage(stage, {"segmenter": stage.segmenter.source, "sync_bn": sync_bn}, with_mask=True)
 
     def __init__(self, segmenter: SegmentationModel, *, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()

@@ -14,15 +14,20 @@ from semples.synthclip.config import (
     load_synth_clip_config,
 )
 from semples.synthclip.probe import format_probe, probe_clip
+from semples.synthclip.properties import PROPERTIES, THRESHOLDS, check_properties, format_properties
 from semples.synthclip.train import ContrastiveStage, TrainClipResult, export_local_dir, train_synth_clip
 
 __all__ = [
+    "PROPERTIES",
+    "THRESHOLDS",
     "ContrastiveStage",
     "SynthClipConfig",
     "TrainClipResult",
+    "check_properties",
     "dump_synth_clip_config",
     "export_local_dir",
     "format_probe",
+    "format_properties",
     "load_synth_clip_config",
     "probe_clip",
     "train_synth_clip",

@@ -35,6 +35,8 @@ class SynthClipModelConfig:
     text_width: int = 64  # token embeddings are 49,408 × text_width: the bulk of the file (fp16: 6.3 MB at 64)
     text_heads: int = 4
     text_layers: int = 4
+    pool_type: Literal["tok", "avg"] = "tok"  # image feature: the class token ("tok") or the mean of the patch
+    # tokens ("avg": every patch lives in the joint space, as FMA-WSSS reads CLIP's patch features)
 
     def validate(self) -> None:
         if self.image_size % self.patch_size:
@@ -57,7 +59,8 @@ class SynthClipModelConfig:
         return {
             "embed_dim": self.embed_dim,
             "vision_cfg": {"image_size": self.image_size, "patch_size": self.patch_size, "width": self.vision_width,
-                           "layers": self.vision_layers, "head_width": self.vision_head_width},
+                           "layers": self.vision_layers, "head_width": self.vision_head_width,
+                           **({"pool_type": self.pool_type} if self.pool_type != "tok" else {})},
             "text_cfg": {"context_length": self.context_length, "vocab_size": VOCAB_SIZE, "width": self.text_width,
                          "heads": self.text_heads, "layers": self.text_layers},
         }
@@ -74,6 +77,14 @@ class PairStreamConfig:
 
     split: str = "clip-train"  # world split the pairs come from (disjoint from train/val/test and the probes)
     background_only_prob: float = 0.2  # share of pairs that show one background alone ("a photo of grass.")
+    blank_prob: float = 0.0  # share of pairs that show neither object nor background: the mask-fill grey, plain or
+    # with pixel noise, captioned with one of `null_captions` (what an empty mask hands CLIP)
+    null_captions: tuple[str, ...] = ("a blank image.", "a grey image.")
+    object_removed_prob: float = 0.0  # share of pairs showing a world image whose objects are greyed out (soft,
+    # dilated masks, as (1 - M) * X), captioned with its background(s) only ("a photo of grass.")
+    objects_on_grey_prob: float = 0.0  # share of pairs showing a world image whose background is greyed out
+    # entirely (its objects cut out onto the mask-fill grey), captioned as cut-outs are: "... on a grey background."
+    grey_caption_suffix: str = " on a grey background"  # inserted before the final "." of those captions
     crop_scale: tuple[float, float] = (0.8, 1.0)  # random crop: side fraction range, per axis
     flip_prob: float = 0.5
     grey_prob: float = 0.3  # share of images whose background is partly greyed (masked inputs stay in distribution)
@@ -82,13 +93,19 @@ class PairStreamConfig:
     # masks the ImageNet-normalised crop and hands it to CLIP as is)
     antialias_prob: float = 0.5  # share resized to the tower's size with antialiasing (the rest: plain bilinear,
     # as FrozenCLIP.encode_image does)
+    region_min_share: float = 0.5  # region term: a patch belongs to an object when this share of it is the object
 
     def validate(self) -> None:
-        for name in ("background_only_prob", "flip_prob", "grey_prob", "grey_all_prob", "imagenet_norm_prob",
-                     "antialias_prob"):
+        for name in ("background_only_prob", "blank_prob", "object_removed_prob", "objects_on_grey_prob",
+                     "flip_prob", "grey_prob", "grey_all_prob", "imagenet_norm_prob", "antialias_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"pairs.{name} must be in [0, 1], got {v}")
+        if self.background_only_prob + self.blank_prob + self.object_removed_prob + self.objects_on_grey_prob > 1.0:
+            raise ConfigError("pairs.background_only_prob + blank_prob + object_removed_prob + objects_on_grey_prob "
+                              "must be <= 1")
+        if self.blank_prob > 0 and not self.null_captions:
+            raise ConfigError("pairs.null_captions must name at least one caption when pairs.blank_prob > 0")
         lo, hi = self.crop_scale
         if not 0.3 <= lo <= hi <= 1.0:
             raise ConfigError(f"pairs.crop_scale must satisfy 0.3 <= min <= max <= 1, got {self.crop_scale}")
@@ -107,6 +124,10 @@ class SynthClipTrainConfig:
     min_lr: float = 1e-5
     warmup_steps: int = 50
     weight_decay: float = 0.1
+    region_weight: float = 0.0  # weight of the region term (RegionCLIP-style): the mean projected patch token over
+    # each visible object's patches is classified among the class texts "a photo of a {class}." and pulled towards
+    # its own (cross-entropy + 1 − cosine); 0 = off
+    region_template: str = "a photo of a {}."
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 only where the CPU/GPU has it
     device: str = "auto"
     num_workers: int = 1  # DataLoader worker processes generating pairs while the model trains

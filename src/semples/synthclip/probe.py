@@ -40,7 +40,8 @@ def _fmt(v: float | None, width: int) -> str:
 
 
 @torch.no_grad()
-def _encode_images(clip, images: list[np.ndarray], norm: str, batch: int = 128) -> torch.Tensor:
+def encode_images(clip, images: list[np.ndarray], norm: str, batch: int = 128) -> torch.Tensor:
+    """L2-normalised CLIP features (N, E) of uint8 images (H, W, 3), resized to the tower's size."""
     size = clip.image_size[0]
     device = next(clip.parameters()).device
     feats = []
@@ -62,6 +63,21 @@ def single_object_items(world: SyntheticWorld, per_class: int, split: str = PROB
             k = int(labels.argmax())
             if len(found[k]) < per_class:
                 found[k].append(i)
+    return [(i, k) for k, idx in found.items() for i in idx]
+
+
+def items_with_class(world: SyntheticWorld, per_class: int, split: str = PROBE_SPLIT,
+                     max_scan: int = 200_000) -> list[tuple[int, int]]:
+    """(item index, class) of the first `per_class` items of `split` per class whose label holds the class (other
+    classes may be there too: the images the demo trains on)."""
+    found: dict[int, list[int]] = {k: [] for k in range(world.num_classes)}
+    for i in range(max_scan):
+        if all(len(v) >= per_class for v in found.values()):
+            break
+        labels = world.generate(split, i, render=False).labels
+        for k in np.flatnonzero(labels > 0.5):
+            if len(found[int(k)]) < per_class:
+                found[int(k)].append(i)
     return [(i, k) for k, idx in found.items() for i in idx]
 
 
@@ -88,7 +104,7 @@ def probe_clip(clip, world: SyntheticWorld, *, per_class: int = 50, per_backgrou
 
     items = single_object_items(world, per_class)
     generated = [world.generate(PROBE_SPLIT, i) for i, _ in items]
-    feats = _encode_images(clip, [g.image for g in generated], norm)
+    feats = encode_images(clip, [g.image for g in generated], norm)
     truth = torch.tensor([k for _, k in items])
     pred = (feats @ text.t()).argmax(1).cpu()
     # the bias at work: objects away from their usual background are the ones misread
@@ -96,15 +112,16 @@ def probe_clip(clip, world: SyntheticWorld, *, per_class: int = 50, per_backgrou
     grey_truth = torch.arange(len(k_names)).repeat_interleave(per_class)
     grey_images = [world.render_object(int(k), PROBE_SEED_OFFSET + j)[0]
                    for k in range(len(k_names)) for j in range(per_class)]
-    grey_pred = (_encode_images(clip, grey_images, norm) @ text.t()).argmax(1).cpu()
+    grey_pred = (encode_images(clip, grey_images, norm) @ text.t()).argmax(1).cpu()
 
     bg_names = list(world.background_names)
-    bg_feats = [_encode_images(clip, [world.render_background(b, PROBE_SEED_OFFSET + j)
+    bg_feats = [encode_images(clip, [world.render_background(b, PROBE_SEED_OFFSET + j)
                                       for j in range(per_background)], norm) for b in range(len(bg_names))]
     sim = torch.stack([(f @ text.t()).mean(0) for f in bg_feats], dim=1).cpu()  # (K, B) mean cosine
     bg_text = F.normalize(clip.encode_text([world.background_captions(b)[0] for b in bg_names]).float(), dim=-1)
-    bg_caption_acc = float(np.mean([float(((f @ bg_text.t()).argmax(1) == b).float().mean())
-                                    for b, f in enumerate(bg_feats)]))
+    bg_caption_per = {bg_names[b]: float(((f @ bg_text.t()).argmax(1) == b).float().mean())
+                      for b, f in enumerate(bg_feats)}
+    bg_caption_acc = float(np.mean(list(bg_caption_per.values())))
 
     per: dict[str, dict] = {}
     for k, name in enumerate(k_names):
@@ -137,6 +154,7 @@ def probe_clip(clip, world: SyntheticWorld, *, per_class: int = 50, per_backgrou
         "background_to_class": float(np.mean([v["background_to_class"] for v in per.values()])),
         "chance": 1.0 / len(k_names),
         "background_caption_accuracy": bg_caption_acc,
+        "background_caption_per_background": bg_caption_per,
         "per_class": per,
         "similarity": {"classes": k_names, "backgrounds": bg_names, "mean_cosine": sim.tolist()},
     }

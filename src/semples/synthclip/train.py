@@ -66,27 +66,43 @@ def make_tokenizer(cfg: SynthClipConfig):
 
 
 class ContrastiveStage(Stage):
-    """CLIP's symmetric InfoNCE over the *unique* captions of a batch.
+    """CLIP's symmetric InfoNCE over the *unique* captions of a batch, and optionally a region term.
 
     Few distinct captions exist ("a photo of a cow." recurs), so each caption is encoded once and every image
     showing it is a positive: image → text is a cross-entropy over the U unique captions; text → image spreads
     its target uniformly over the images of that caption. Treating repeats as separate texts would make them
     false negatives of each other.
 
+    Region term (``region_weight`` > 0, batches with ``patch_labels``): for every visible object of every image,
+    the mean of the projected patch tokens over the object's patches is classified among the K class texts
+    (cross-entropy at CLIP's logit scale) and pulled towards its class text (1 − cosine) — a RegionCLIP-style
+    objective that makes patch tokens carry their own
+    content instead of the whole image's (with the image-level loss alone every patch of the toy CLIP carried the
+    global content; see benchmarks/RESULTS.md). Background patches get no region target.
+
     Args:
         model: the open_clip CLIP being trained (registered as submodule ``clip``).
         tokenizer: open_clip tokenizer matching the text tower.
+        class_names: the world's classes (region term).
+        region_weight: weight of the region term (0 = off).
+        region_template: the class text of the region term, one ``{}``.
     """
 
     name = "synth_clip"
     trains = ("clip",)
-    loss_names = ("image_to_text_loss", "text_to_image_loss", "image_to_text_accuracy", "logit_scale")
+    loss_names = ("image_to_text_loss", "text_to_image_loss", "image_to_text_accuracy", "logit_scale",
+                  "region_loss")
 
-    def __init__(self, model: nn.Module, tokenizer) -> None:
+    def __init__(self, model: nn.Module, tokenizer, class_names: tuple[str, ...] = (), region_weight: float = 0.0,
+                 region_template: str = "a photo of a {}.") -> None:
         super().__init__()
         self.clip = model
         self.tokenizer = tokenizer
         self._tokens: dict[str, torch.Tensor] = {}
+        self.region_weight = float(region_weight)
+        self.region_texts = [region_template.format(c) for c in class_names]
+        if self.region_weight > 0 and not self.region_texts:
+            raise ValueError("the region term needs the class names")
 
     def tokens(self, captions: list[str]) -> torch.Tensor:
         """(N, context_length) token ids, tokenising each distinct caption once per process."""
@@ -96,28 +112,61 @@ class ContrastiveStage(Stage):
                 self._tokens[c] = ids
         return torch.stack([self._tokens[c] for c in captions])
 
+    def _encode_image(self, images: torch.Tensor, with_tokens: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not with_tokens:
+            return self.clip.encode_image(images), None
+        visual = self.clip.visual
+        visual.output_tokens = True
+        try:
+            pooled, tokens = visual(images)  # tokens: ln_post'ed patch tokens, before the projection
+        finally:
+            visual.output_tokens = False
+        return pooled, tokens @ visual.proj
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Shape: batch["image"] (B, 3, S, S); batch["caption"] list of B str. Returns named losses."""
+        """Shape: batch["image"] (B, 3, S, S); batch["caption"] list of B str; optional batch["patch_labels"]
+        (B, N) int (0 none, c + 1 class c). Returns named losses."""
         images = batch["image"]
         captions = list(batch["caption"])
         unique = list(dict.fromkeys(captions))
         where = {c: i for i, c in enumerate(unique)}
         target = torch.tensor([where[c] for c in captions], device=images.device)
-        img = F.normalize(self.clip.encode_image(images).float(), dim=-1)
-        txt = F.normalize(self.clip.encode_text(self.tokens(unique).to(images.device)).float(), dim=-1)
+        regions = self.region_weight > 0 and "patch_labels" in batch
+        pooled, patch_tokens = self._encode_image(images, regions)
+        img = F.normalize(pooled.float(), dim=-1)
+        texts = unique + (self.region_texts if regions else [])
+        txt_all = F.normalize(self.clip.encode_text(self.tokens(texts).to(images.device)).float(), dim=-1)
+        txt = txt_all[:len(unique)]
         scale = self.clip.logit_scale.clamp(max=math.log(100.0)).exp()
         logits = scale * img @ txt.t()  # (B, U)
         i2t = F.cross_entropy(logits, target)
         positives = F.one_hot(target, len(unique)).t().float()  # (U, B)
         t2i = F.cross_entropy(logits.t(), positives / positives.sum(1, keepdim=True))
         acc = (logits.argmax(1) == target).float().mean()
-        return {"loss": 0.5 * (i2t + t2i), "image_to_text_loss": i2t.detach(), "text_to_image_loss": t2i.detach(),
-                "image_to_text_accuracy": acc, "logit_scale": scale.detach()}
+        loss = 0.5 * (i2t + t2i)
+        region = torch.zeros((), device=images.device)
+        if regions:
+            k = len(self.region_texts)
+            onehot = F.one_hot(batch["patch_labels"].to(images.device), k + 1)[..., 1:].float()  # (B, N, K)
+            counts = onehot.sum(1)  # (B, K)
+            feats = torch.einsum("bnk,bne->bke", onehot, patch_tokens.float()) / counts.clamp(min=1)[..., None]
+            valid = counts > 0
+            if valid.any():
+                r = F.normalize(feats[valid], dim=-1)  # (R, E)
+                cls = valid.nonzero()[:, 1]
+                class_text = txt_all[len(unique):]
+                # which class (cross-entropy among the class texts), and how close (1 − cos to its text)
+                region = F.cross_entropy(scale * r @ class_text.t(), cls) \
+                    + (1.0 - (r * class_text[cls]).sum(-1)).mean()
+                loss = loss + self.region_weight * region
+        return {"loss": loss, "image_to_text_loss": i2t.detach(), "text_to_image_loss": t2i.detach(),
+                "image_to_text_accuracy": acc, "logit_scale": scale.detach(), "region_loss": region.detach()}
 
 
-def world_token_ids(world: SyntheticWorld, tokenizer) -> set[int]:
-    """Every token id a caption or probe prompt of `world` can contain, with SOT, EOT and padding (0)."""
-    texts = list(world.vocabulary())
+def world_token_ids(world: SyntheticWorld, tokenizer, extra_texts: tuple[str, ...] | list[str] = ()) -> set[int]:
+    """Every token id a caption or probe prompt of `world` (and `extra_texts`, e.g. the null captions) can
+    contain, with SOT, EOT and padding (0)."""
+    texts = list(world.vocabulary()) + list(extra_texts)
     for b in world.background_names:
         texts += world.background_captions(b)
     for c in world.class_names:
@@ -170,7 +219,8 @@ def export_local_dir(model: nn.Module, cfg: SynthClipConfig, out: str | Path, pr
              for k, v in model.state_dict().items()}
     info = {}
     if cfg.export.zero_unused_tokens:
-        keep = sorted(world_token_ids(SyntheticWorld(cfg.world), make_tokenizer(cfg)))
+        extra = (*cfg.pairs.null_captions, f"a cow{cfg.pairs.grey_caption_suffix}.")
+        keep = sorted(world_token_ids(SyntheticWorld(cfg.world), make_tokenizer(cfg), extra))
         emb = state["token_embedding.weight"]
         zeroed = torch.zeros_like(emb)
         zeroed[keep] = emb[keep]
@@ -243,12 +293,14 @@ def train_synth_clip(cfg: SynthClipConfig, out: str | Path, *, run_dir: str | Pa
 def _train_and_export(cfg: SynthClipConfig, out: Path, run_dir: Path, acc, *, resume: bool, force: bool,
                       command: str | None) -> TrainClipResult:
     from semples.engine import train_stage
-    from semples.engine.distributed import resolve_precision
+    from semples.engine.device import resolve_precision
 
     model = build_open_clip(cfg)
-    stage = ContrastiveStage(model, make_tokenizer(cfg))
     world = SyntheticWorld(cfg.world)
-    stream = PairStream(world, cfg.pairs, cfg.train.steps * cfg.train.batch_size, cfg.model.image_size, cfg.seed)
+    stage = ContrastiveStage(model, make_tokenizer(cfg), world.class_names, cfg.train.region_weight,
+                             cfg.train.region_template)
+    stream = PairStream(world, cfg.pairs, cfg.train.steps * cfg.train.batch_size, cfg.model.image_size, cfg.seed,
+                        patch_size=cfg.model.patch_size if cfg.train.region_weight > 0 else None)
     config_dict = synth_clip_config_dict(cfg)
     config_dict["train"] = {k: v for k, v in config_dict["train"].items() if k not in _RUN_ONLY_KEYS}
     start, cpu_start = time.perf_counter(), time.process_time()

@@ -12,16 +12,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from semples.errors import CheckpointError  # re-exported: raised by this module
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: worker processes that only write files start without it
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "semples-checkpoint"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint path is missing, unreadable or not a semples checkpoint (message names the file)."""
 
 
 def _atomic(path: Path, write) -> None:
@@ -42,6 +43,8 @@ def _atomic(path: Path, write) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, then rename: readers never see half a file."""
+    import torch
+
     _atomic(Path(path), lambda f: torch.save(obj, f))
 
 
@@ -78,6 +81,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Loads a semples checkpoint (weights_only=True) from a file or run folder."""
+    import torch
+
     p = resolve_checkpoint(path)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)

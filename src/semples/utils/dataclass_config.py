@@ -14,11 +14,9 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, Union
 
+from semples.errors import ConfigError  # re-exported: raised by this module
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config value or key is invalid. The message names the dotted key and what is allowed."""
 
 
 def _type_name(tp: Any) -> str:

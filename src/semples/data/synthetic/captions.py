@@ -38,12 +38,15 @@ def count_phrase(name: str, n: int) -> str:
 
 
 def web_caption(rng: np.random.Generator, counts: dict[str, int], backgrounds: Sequence[str],
-                background_prob: float) -> str:
+                background_prob: float, partial_prob: float = 0.0) -> str:
     """A caption of an image holding ``counts`` (class name -> visible objects, in painting order) over
-    `backgrounds` (top to bottom): the objects in random order; the background(s) named with `background_prob`.
+    `backgrounds` (top to bottom): the objects in random order; with `partial_prob` (images of several classes)
+    only a random non-empty subset of the classes; the background(s) named with `background_prob`.
     """
     order = list(counts)
     rng.shuffle(order)
+    if partial_prob > 0 and len(order) > 1 and rng.random() < partial_prob:  # no draw at 0: old captions stay
+        order = order[:int(rng.integers(1, len(order)))]
     objects = " and ".join(count_phrase(c, counts[c]) for c in order)
     if rng.random() >= background_prob:
         return OBJECT_TEMPLATES[int(rng.integers(0, len(OBJECT_TEMPLATES)))].format(o=objects)
@@ -58,6 +61,12 @@ def background_captions(background: str) -> list[str]:
     """Every caption of one background alone, e.g. ["a photo of water.", "a picture of water.", "water."]."""
     noun = BACKGROUND_WORDS[background][0]
     return [t.format(noun=noun) for t in BACKGROUND_TEMPLATES]
+
+
+def backgrounds_caption(rng: np.random.Generator, backgrounds: Sequence[str]) -> str:
+    """A caption of background(s) alone (top to bottom), e.g. "a photo of the sky and water." """
+    noun = " and ".join(BACKGROUND_WORDS[b][0] for b in backgrounds)
+    return BACKGROUND_TEMPLATES[int(rng.integers(0, len(BACKGROUND_TEMPLATES)))].format(noun=noun)
 
 
 def class_captions(name: str) -> list[str]:

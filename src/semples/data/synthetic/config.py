@@ -43,6 +43,8 @@ class SyntheticConfig:
     pixel_noise: float = 5.0  # std of the per-pixel luminance noise (8-bit units); 0 = off
     texture_variants: int = 24  # pre-generated texture tiles per background type (images crop them at random)
     caption_background_prob: float = 0.2  # share of object captions that also name the background(s)
+    caption_partial_prob: float = 0.0  # share of captions of multi-class images that name only some of the
+    # classes (a random non-empty subset), as web captions name the salient objects and skip the rest
     cache: bool = False  # keep generated items in memory (per dataset object, per worker: ~50 kB per item)
 
     def validate(self) -> None:
@@ -78,6 +80,8 @@ class SyntheticConfig:
             raise ConfigError(f"data.synthetic.texture_variants must be >= 1, got {self.texture_variants}")
         if any(n < 0 for n in self.splits.values()):
             raise ConfigError(f"data.synthetic.splits sizes must be >= 0, got {self.splits}")
+        if not 0.0 <= self.caption_partial_prob <= 1.0:
+            raise ConfigError(f"data.synthetic.caption_partial_prob must be in [0, 1], got {self.caption_partial_prob}")
         if not 0.0 <= self.caption_background_prob <= 1.0:
             raise ConfigError(f"data.synthetic.caption_background_prob must be in [0, 1], "
                               f"got {self.caption_background_prob}")

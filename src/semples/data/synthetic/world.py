@@ -168,6 +168,41 @@ class SyntheticWorld:
                        for j, (c, box, flip, on_assoc, _) in enumerate(objects))
         return SyntheticItem(image, mask, background_map, labels, placed, tuple(bgs))
 
+    def cooccurrence(self, split: str = "train", n: int = 500) -> dict[str, dict[str, float]]:
+        """How strongly each class co-occurs with its associated background in the first `n` items of `split`
+        (layouts only) — what `p_cooc` controls.
+
+        Per class: ``p_bg_given_class`` = P(its background in the image | class present), ``p_bg_given_absent`` =
+        P(its background | class absent), ``lift`` = their ratio, and ``bg_pixel_share`` = the share of the
+        ground-truth background pixels of images holding the class that are its associated background.
+        """
+        k = self.num_classes
+        with_k, bg_with_k = np.zeros(k), np.zeros(k)
+        without_k, bg_without_k = np.zeros(k), np.zeros(k)
+        assoc_px, bg_px = np.zeros(k), np.zeros(k)
+        for i in range(n):
+            item = self.generate(split, i, render=False)
+            present = item.labels > 0.5
+            background = item.mask == 0
+            for c in range(k):
+                has_bg = self.class_background[c] in item.backgrounds
+                if present[c]:
+                    with_k[c] += 1
+                    bg_with_k[c] += has_bg
+                    bg_px[c] += background.sum()
+                    assoc_px[c] += (background & (item.background_map == self.class_background[c])).sum()
+                else:
+                    without_k[c] += 1
+                    bg_without_k[c] += has_bg
+        out = {}
+        for c, name in enumerate(self.class_names):
+            p_with = bg_with_k[c] / max(with_k[c], 1)
+            p_without = bg_without_k[c] / max(without_k[c], 1)
+            out[name] = {"p_bg_given_class": float(p_with), "p_bg_given_absent": float(p_without),
+                         "lift": float(p_with / p_without) if p_without > 0 else float("inf"),
+                         "bg_pixel_share": float(assoc_px[c] / max(bg_px[c], 1))}
+        return out
+
     def _tile(self) -> int:
         return self.cfg.image_size[1] + 64
 
@@ -264,8 +299,13 @@ class SyntheticWorld:
         return self._add_noise(rng, self._texture(rng, b, h, w).astype(np.float32))
 
     def render_object(self, name: str | int, seed: int, fill: tuple[int, int, int] = MASK_FILL_RGB,
-                      size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One object on a flat `fill` colour (default: the masked-pixel grey). Returns (image uint8, mask uint8)."""
+                      size: tuple[int, int] | None = None, background: str | int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """One object on a flat `fill` colour (default: the masked-pixel grey), or on one `background` type.
+
+        The object (size, place, flip, colours, pixel noise) depends only on (class, seed): the same seed with
+        and without `background` gives the same object in and out of context. Returns (image uint8, mask uint8).
+        """
         c = self._class_index(name)
         rng = self._rng(f"object-only/{self.class_names[c]}", seed, 0)
         h, w = self._size(rng, size)
@@ -273,8 +313,13 @@ class SyntheticWorld:
         s = rng.uniform(*self.cfg.object_size) * min(h, w)
         bw, bh = min(s * np.sqrt(aspect), w * 0.95), min(s / np.sqrt(aspect), h * 0.95)
         cx, cy = rng.uniform(bw / 2, w - bw / 2), rng.uniform(bh / 2, h - bh / 2)
-        image = np.empty((h, w, 3), dtype=np.float32)
-        image[:] = fill
+        if background is None:
+            image = np.empty((h, w, 3), dtype=np.float32)
+            image[:] = fill
+        else:  # its own random stream: the object's stays the same
+            b = self._background_index(background)
+            bg_rng = self._rng(f"object-on/{self.class_names[c]}/{self.background_names[b]}", seed, 1)
+            image = self._texture(bg_rng, b, h, w).astype(np.float32)
         mask = np.zeros((h, w), dtype=np.uint8)
         box = (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
         painted = self._paint_object(image, (h, w), c, box, bool(rng.random() < 0.5), rng.random(12),
@@ -296,7 +341,25 @@ class SyntheticWorld:
                 name = self.class_names[o.class_index]
                 counts[name] = counts.get(name, 0) + 1
         return captions.web_caption(rng, counts, [self.background_names[b] for b in item.backgrounds],
-                                    self.cfg.caption_background_prob)
+                                    self.cfg.caption_background_prob, self.cfg.caption_partial_prob)
+
+    def objects_caption(self, split: str, index: int, variant: int = 0, item: SyntheticItem | None = None) -> str:
+        """A caption of item `index` naming its visible objects and never its background(s)."""
+        item = item if item is not None else self.generate(split, index, render=False)
+        rng = self._rng(split, index, 4, variant)
+        counts: dict[str, int] = {}
+        for o in item.objects:
+            if o.visible > 0:
+                name = self.class_names[o.class_index]
+                counts[name] = counts.get(name, 0) + 1
+        return captions.web_caption(rng, counts, [], 0.0, self.cfg.caption_partial_prob)
+
+    def backgrounds_caption(self, split: str, index: int, variant: int = 0,
+                            item: SyntheticItem | None = None) -> str:
+        """A caption naming only the background(s) of item `index` (its objects taken out), e.g. "grass." """
+        item = item if item is not None else self.generate(split, index, render=False)
+        rng = self._rng(split, index, 3, variant)
+        return captions.backgrounds_caption(rng, [self.background_names[b] for b in item.backgrounds])
 
     def background_captions(self, background: str | int) -> list[str]:
         """Every caption of one background alone, e.g. ["a photo of water.", "a picture of water.", "water."]."""

@@ -1,20 +1,22 @@
 """Mask generators S: anything that maps images to per-class maps the SemPLeS losses can train.
 
-`GENERATORS` is a plain dict (name -> builder(cfg: GeneratorConfig, num_classes, quiet, context)); its keys are the
-valid values of `generator.name`:
+`GENERATORS` is a plain dict of `GeneratorSpec` (name -> builder plus what the rest of the package needs to know
+about the family); its keys are the valid values of `generator.name`:
 
     weaktr_vit     WeakTr / MCTformer-style ViT with K class tokens (METHOD.md §1.6)
     resnet_cam     CLIMS-style ResNet CAM network (1×1 classifier on the last feature map)
     clip_gradcam   Grad-CAM of the frozen CLIP against learnable / hand-written prompts (FMA-WSSS, CLIP-ES)
 
-The CLIP generator needs a `GeneratorContext` (the frozen CLIP, class and background names): `generator_context`
-makes one from an experiment config, a class table and a loaded CLIP.
+A new generator is one module with a builder ``build_x(cfg: GeneratorConfig, num_classes, *, quiet, context)`` and
+one entry here (see docs/architecture.md). The CLIP generator needs a `GeneratorContext` (the frozen CLIP, class
+and background names): `generator_context` makes one from an experiment config, a class table and a loaded CLIP.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from semples.models.mask_generators.base import GeneratorContext, GeneratorOutput, MaskGenerator, run_generator
 from semples.models.mask_generators.clip_gradcam import ClipGradCAM, build_clip_gradcam, clip_gradcam_for_checkpoint
@@ -23,17 +25,41 @@ from semples.models.mask_generators.weaktr import WeakTrViT, build_weaktr
 from semples.utils.checkpoint_io import CheckpointError, read_checkpoint, sha256_file
 from semples.utils.dataclass_config import ConfigError, from_dict
 
-GENERATORS: dict[str, Callable[..., MaskGenerator]] = {
-    "weaktr_vit": build_weaktr,
-    "resnet_cam": build_resnet_cam,
-    "clip_gradcam": build_clip_gradcam,
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """A mask-generator family: how to build it and what other modules need to know about it.
+
+    Attributes:
+        build: builder(cfg: GeneratorConfig, num_classes, quiet=..., context=...) -> MaskGenerator.
+        arch_fields: `GeneratorConfig` fields that define the architecture: taken from a checkpoint's config when S
+            is loaded from one (the rest — mask_source, train_trunk, drop_path — come from the current config).
+        needs_clip: the generator runs the frozen CLIP, so every stage training it loads CLIP (even classify).
+        from_checkpoint: hook for families whose checkpoint *state* (not only the config) defines how to rebuild
+            them: (gen_cfg, state, num_classes, context, ckpt) -> (gen_cfg, context); None otherwise.
+    """
+
+    build: Callable[..., MaskGenerator]
+    arch_fields: tuple[str, ...]
+    needs_clip: bool = False
+    from_checkpoint: Callable | None = None
+
+
+GENERATORS: dict[str, GeneratorSpec] = {
+    "weaktr_vit": GeneratorSpec(build_weaktr, ("name", "backbone", "backbone_kwargs", "attention_reduction",
+                                               "attention_pool")),
+    "resnet_cam": GeneratorSpec(build_resnet_cam, ("name", "backbone", "backbone_kwargs")),
+    "clip_gradcam": GeneratorSpec(build_clip_gradcam, ("name", "clip_cam"), needs_clip=True,
+                                  from_checkpoint=clip_gradcam_for_checkpoint),
 }
 
-# generators whose checkpoint state (not only the config) defines how to rebuild them: name -> hook
-# (gen_cfg, state, num_classes, context, ckpt) -> (gen_cfg, context)
-CHECKPOINT_REBUILD: dict[str, Callable] = {
-    "clip_gradcam": clip_gradcam_for_checkpoint,
-}
+
+def generator_spec(name: str) -> GeneratorSpec:
+    """The `GeneratorSpec` of ``generator.name`` `name`; the error lists the valid names."""
+    try:
+        return GENERATORS[name]
+    except KeyError:
+        raise ConfigError(f"unknown generator.name {name!r}; valid: {', '.join(GENERATORS)}") from None
 
 
 def build_generator(cfg, num_classes: int, quiet: bool = False, context: GeneratorContext | None = None
@@ -43,11 +69,7 @@ def build_generator(cfg, num_classes: int, quiet: bool = False, context: Generat
     `quiet` silences the random-weights warning (when weights are loaded from a checkpoint right after);
     `context` carries what some generators need beyond the config (CLIP Grad-CAM: the CLIP and the names).
     """
-    try:
-        builder = GENERATORS[cfg.name]
-    except KeyError:
-        raise ConfigError(f"unknown generator.name {cfg.name!r}; valid: {', '.join(GENERATORS)}") from None
-    return builder(cfg, num_classes, quiet=quiet, context=context)
+    return generator_spec(cfg.name).build(cfg, num_classes, quiet=quiet, context=context)
 
 
 def generator_context(cfg, classes=None, clip=None) -> GeneratorContext:
@@ -61,10 +83,6 @@ def generator_context(cfg, classes=None, clip=None) -> GeneratorContext:
     return GeneratorContext(class_names=names, background_names=background, clip=clip)
 
 
-# generator fields that define the architecture (taken from the checkpoint when S is loaded from one)
-ARCH_FIELDS = ("name", "backbone", "backbone_kwargs", "attention_reduction", "attention_pool", "clip_cam")
-
-
 def checkpoint_record(ckpt: dict) -> dict:
     """What a run's manifest says about a checkpoint it read: path, sha256, stage, finished."""
     return {"path": ckpt["path"], "sha256": sha256_file(ckpt["path"]), "stage": ckpt.get("stage"),
@@ -75,10 +93,11 @@ def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext 
                    ) -> tuple[MaskGenerator, dict]:
     """The mask generator S: fresh from `gen_cfg` when `source` is None, else from a run folder or checkpoint.
 
-    A loaded S keeps the architecture it was trained with (ARCH_FIELDS from the checkpoint's config; for CLIP
-    Grad-CAM also the prompt set and token ids saved in its state); behaviour switches (mask_source, train_trunk,
-    drop_path) come from `gen_cfg` (a `GeneratorConfig`). `context` is handed to the builder (see
-    `generator_context`); a CLIP Grad-CAM checkpoint loaded without one brings up the CLIP its config names.
+    A loaded S keeps the architecture it was trained with (its family's `GeneratorSpec.arch_fields` from the
+    checkpoint's config; for CLIP Grad-CAM also the prompt set and token ids saved in its state); behaviour switches
+    (mask_source, train_trunk, drop_path) come from `gen_cfg` (a `GeneratorConfig`). `context` is handed to the
+    builder (see `generator_context`); a CLIP Grad-CAM checkpoint loaded without one brings up the CLIP its config
+    names.
 
     Returns:
         (generator, record) — record describes the source for manifests.
@@ -94,7 +113,8 @@ def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext 
         raise CheckpointError(f"{ckpt['path']}: a {ckpt.get('stage')} checkpoint holds no mask generator")
     saved = ckpt.get("config", {}).get("generator", {})
     merged = dataclasses.asdict(gen_cfg)
-    merged.update({k: saved[k] for k in ARCH_FIELDS if k in saved})
+    spec = generator_spec(saved.get("name", gen_cfg.name))
+    merged.update({k: saved[k] for k in spec.arch_fields if k in saved})
     merged.update(pretrained=False, backbone_checkpoint=None)
     arch_cfg = from_dict(type(gen_cfg), merged)
     saved_k = int(state["head.weight"].shape[0]) if "head.weight" in state else num_classes
@@ -102,8 +122,8 @@ def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext 
         raise CheckpointError(f"{ckpt['path']}: mask generator was trained for {saved_k} classes, the dataset has "
                               f"{num_classes}")
     build_context = context
-    if arch_cfg.name in CHECKPOINT_REBUILD:
-        arch_cfg, build_context = CHECKPOINT_REBUILD[arch_cfg.name](arch_cfg, state, num_classes, context, ckpt)
+    if spec.from_checkpoint is not None:
+        arch_cfg, build_context = spec.from_checkpoint(arch_cfg, state, num_classes, context, ckpt)
     generator = build_generator(arch_cfg, num_classes, quiet=True, context=build_context)
     try:
         missing, unexpected = generator.load_state_dict(state, strict=False)
@@ -119,6 +139,6 @@ def load_generator(source, gen_cfg, num_classes: int, context: GeneratorContext 
     return generator, checkpoint_record(ckpt)
 
 
-__all__ = ["ARCH_FIELDS", "CHECKPOINT_REBUILD", "GENERATORS", "ClipGradCAM", "GeneratorContext", "GeneratorOutput",
-           "MaskGenerator", "ResNetCAM", "WeakTrViT", "build_generator", "checkpoint_record", "generator_context",
+__all__ = ["GENERATORS", "ClipGradCAM", "GeneratorContext", "GeneratorOutput", "GeneratorSpec", "MaskGenerator",
+           "ResNetCAM", "WeakTrViT", "build_generator", "checkpoint_record", "generator_context", "generator_spec",
            "load_generator", "run_generator"]

@@ -229,7 +229,8 @@ class ClipGradCAM(MaskGenerator):
                                    train) for i in range(0, n.numel(), self.pair_chunk)]
         raw_full = torch.zeros(b, k, gh, gw, dtype=torch.float32, device=x.device)
         if raws:
-            raw_full = raw_full.index_put((n, c), torch.cat(raws).reshape(-1, gh, gw))
+            # float32 maps whatever precision the Grad-CAM ran in (bf16 autocast hands back bf16)
+            raw_full = raw_full.index_put((n, c), torch.cat(raws).reshape(-1, gh, gw).float())
         cam = F.relu(raw_full)
         out = GeneratorOutput(cam=cam, logits={"clip": logits[:, :k]}, maps={"gradcam": cam, "raw": raw_full},
                               input_size=(height, width), padded_size=padded)

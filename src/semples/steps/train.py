@@ -1,7 +1,9 @@
-"""Runs training stages and learning schemes from a config: the layer between the CLI and stages + engine.
+"""Step train: one training stage, or all stages of a learning scheme, from a config (`semples train`).
 
-Run folders: ``<output_dir>/<experiment>/<stage>/`` (alternating scheme: ``prompt_r2``, ``refine_r2``, ...).
-Each stage is handed the previous stage's run folder explicitly; nothing is found by searching folders.
+Run folders: ``<output_dir>/<experiment>/<stage>/`` (alternating scheme: ``prompt_r2``, ``refine_r2``, ...;
+`semples.runs`). Each stage is handed the previous stage's run folder explicitly; nothing is found by searching
+folders. A finished stage folder is reused only when its recorded config keys (`Stage.config_keys`) and the sha256
+of every input checkpoint match (`semples.engine.train_stage`).
 
 Schemes (paper Table 6):
     sequential   classify -> match -> prompt -> refine                       (default; 1 round)
@@ -19,52 +21,19 @@ from pathlib import Path
 
 import torch
 
-from semples.config import Config, config_to_dict, dump_config, stage_section
+from semples.config import Config, dump_config
 from semples.data import TransformedDataset, bad_items_report, build_dataset
 from semples.data.base import item_seed
 from semples.data.transforms import TrainTransform
 from semples.engine import StageResult, make_accelerator, train_stage
-from semples.stages import build_stage
+from semples.errors import ConfigError
+from semples.runs import RunLayout, scheme_folders
+from semples.stages import build_stage, needs_clip, stage_class
 from semples.utils.checkpoint_io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-
-# What a stage's result depends on, besides its own section: stored in its checkpoint and compared when the run
-# folder is reused, so changing settings a stage never reads (another stage's, inference, evaluation) keeps it.
-TRAINING_KEYS = ("seed", "deterministic", "data")
-_SIM = ("loss.sim_min", "loss.sim_max")
-STAGE_DEPENDS: dict[str, tuple[str, ...]] = {
-    "classify": ("clip", "generator", "loss.classify_token", "loss.classify_coarse", "loss.classify_fine"),
-    "match": ("clip", "masking", "generator", "loss.lambda_bg", *_SIM),
-    "prompt": ("clip", "masking", "generator", "prompts", "loss.lambda_text", "loss.use_prompt_image",
-               "loss.use_prompt_text", *_SIM),
-    "refine": ("clip", "masking", "generator", "prompts", "loss.lambda_bg", "loss.lambda_refine", *_SIM),
-    "joint": ("clip", "masking", "generator", "prompts", "loss"),
-    "fma-classify": ("clip", "generator", "fma"),
-    "fma-segment": ("clip", "generator", "fma"),
-}
-
-
-def select_keys(data: dict, dotted: tuple[str, ...]) -> dict:
-    """The parts of a nested dict named by dotted keys ("loss" = the whole section, "loss.lambda_bg" = one value)."""
-    out: dict = {}
-    for key in dotted:
-        head, _, rest = key.partition(".")
-        if head not in data:
-            continue
-        if not rest:
-            out[head] = data[head]
-        elif isinstance(data[head], dict):
-            sub = select_keys(data[head], (rest,))
-            if sub:
-                out.setdefault(head, {}).update(sub)
-    return out
-
-
-def stage_run_dir(cfg: Config, folder: str) -> Path:
-    """<output_dir>/<experiment>/<folder>."""
-    return Path(cfg.output_dir) / cfg.experiment / folder
+SCHEMES = ("sequential", "alternating", "joint")
 
 
 @dataclass
@@ -86,19 +55,20 @@ class TrainingSession:
         if self._dataset is None:
             # with data.skip_bad, unreadable items are substituted and listed in <experiment>/bad_items.txt
             self._dataset = build_dataset(self.cfg.data, self.cfg.data.train_split,
-                                          bad_items_dir=Path(self.cfg.output_dir) / self.cfg.experiment)
+                                          bad_items_dir=RunLayout(self.cfg).root)
         return self._dataset
 
     def train(self, stage_name: str, *, folder: str | None = None, run_dir: str | Path | None = None,
               generator: str | Path | None = None, prompts: str | Path | None = None, seeds: str | Path | None = None,
               resume: bool = False, force: bool = False) -> StageResult:
-        """Trains one stage into its run folder (skipped when that folder holds a finished run).
+        """Trains one stage into its run folder (skipped when that folder holds a finished run of the same inputs).
 
         `seeds`: stage fma-segment's coarse seeds (label PNGs or a CAM folder of the training split).
         """
         cfg = self.cfg
-        run_dir = Path(run_dir) if run_dir is not None else stage_run_dir(cfg, folder or stage_name)
-        if self.clip is None and (stage_name != "classify" or cfg.generator.name == "clip_gradcam"):
+        cls = stage_class(stage_name)
+        run_dir = Path(run_dir) if run_dir is not None else RunLayout(cfg).stage(folder or stage_name)
+        if self.clip is None and needs_clip(stage_name, cfg):
             from semples.models.clip import load_clip
 
             self.clip = load_clip(cfg.clip, self.accelerator.device)
@@ -115,20 +85,17 @@ class TrainingSession:
         data = TransformedDataset(built.dataset if built.dataset is not None else self.dataset,
                                   TrainTransform(stage_cfg.transform), seed=cfg.seed, with_mask=built.with_mask)
         # the checkpoint keeps what training this stage depends on — the shared training sections and the
-        # stage's own section — so changing another stage, inference or evaluation settings never invalidates
-        # a finished run (the full config is in config.yaml)
-        keys = (*TRAINING_KEYS, stage_section(stage_name), *STAGE_DEPENDS.get(stage_name, ("clip", "generator")))
-        config_dict = select_keys(config_to_dict(cfg), keys)
-        config_dict["stage_name"] = stage_name
+        # stage's own section and keys — so changing another stage, inference or evaluation settings never
+        # invalidates a finished run (the full config is in config.yaml)
         result = train_stage(
             built.stage, data, stage_cfg, run_dir=run_dir, accelerator=self.accelerator, seed=cfg.seed,
-            num_workers=cfg.data.num_workers, log_every=cfg.log_every, config_dict=config_dict,
+            num_workers=cfg.data.num_workers, log_every=cfg.log_every, config_dict=cls.recorded_config(cfg),
             config_yaml=dump_config(cfg), inputs=built.inputs, resume=resume, force=force)
         self.results[folder or stage_name] = result
         bad = bad_items_report(self.dataset)
         if bad and self.accelerator.is_main_process:
             log.warning("%s: %d unreadable item(s) were skipped (data.skip_bad); see %s", stage_name, len(bad),
-                        Path(cfg.output_dir) / cfg.experiment / "bad_items.txt")
+                        RunLayout(cfg).root / "bad_items.txt")
             manifest_path = result.run_dir / "manifest.json"
             if manifest_path.exists():
                 manifest = json.loads(manifest_path.read_text())
@@ -149,12 +116,15 @@ def train_scheme(cfg: Config, *, scheme: str | None = None, rounds: int | None =
         generator: a trained S (run folder/checkpoint) to start from instead of running stage classify.
         resume: continue unfinished stages; finished ones are skipped either way.
         force: retrain every stage from scratch.
+        session: a `TrainingSession` to share (default: a new one).
 
     Returns:
         folder name -> StageResult, in the order run.
     """
     scheme = scheme or cfg.scheme.scheme
     rounds = rounds or cfg.scheme.rounds
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
     if scheme == "sequential" and rounds != 1:
         log.info("scheme sequential runs 1 round (use --scheme alternating for %d)", rounds)
         rounds = 1
@@ -164,18 +134,67 @@ def train_scheme(cfg: Config, *, scheme: str | None = None, rounds: int | None =
         initial = session.train("classify", **kw).run_dir
     else:
         initial = Path(generator) if generator is not None else None
+    folders = scheme_folders(scheme, rounds)
     if scheme == "joint":
-        session.train("joint", generator=initial, **kw)
+        session.train("joint", folder=folders[0][1], generator=initial, **kw)
         return session.results
-    if scheme not in ("sequential", "alternating"):
-        raise ValueError(f"unknown scheme {scheme!r}; valid: sequential, alternating, joint")
-    match_dir = session.train("match", generator=initial, **kw).run_dir
+    match_dir = session.train("match", folder=folders[0][1], generator=initial, **kw).run_dir
     current = match_dir
     refine_start = initial if cfg.scheme.refine_init == "initial" else match_dir
-    for r in range(1, rounds + 1):
-        suffix = "" if rounds == 1 else f"_r{r}"
-        prompt_dir = session.train("prompt", folder=f"prompt{suffix}", generator=current, **kw).run_dir
-        start = refine_start if r == 1 else current  # later rounds continue the previous refinement
-        current = session.train("refine", folder=f"refine{suffix}", generator=start, prompts=prompt_dir,
-                                **kw).run_dir
+    first_refine = True
+    prompt_dir = None
+    controls = cfg.prompts.refine_with != "learned"  # an ablation control stands in for the learned prompts
+    for stage, folder in folders[1:]:
+        if stage == "prompt":
+            if not controls:
+                prompt_dir = session.train("prompt", folder=folder, generator=current, **kw).run_dir
+            continue
+        start = refine_start if first_refine else current  # later rounds continue the previous refinement
+        first_refine = False
+        current = session.train("refine", folder=folder, generator=start, prompts=prompt_dir, **kw).run_dir
     return session.results
+
+
+@dataclass
+class TrainResult:
+    """What `run` trained: folder name -> `StageResult` (in order), and whether this is the main process."""
+
+    results: dict[str, StageResult]
+    is_main_process: bool = True
+
+
+def run(cfg: Config, *, stage: str | None = None, scheme: str | None = None, rounds: int | None = None,
+        generator: str | Path | None = None, prompts: str | Path | None = None, seeds: str | Path | None = None,
+        run_dir: str | Path | None = None, resume: bool = False, force: bool = False) -> TrainResult:
+    """Trains one stage (`stage`) or a whole learning scheme (`scheme`, the default: ``scheme.scheme``).
+
+    Args:
+        cfg: the experiment config.
+        stage: a stage of `semples.stages.STAGES` trained by ``semples train`` (classify, match, ...).
+        scheme: sequential | alternating | joint (when `stage` is None).
+        rounds: (prompt -> refine) rounds of the alternating scheme.
+        generator: run folder or checkpoint of S to start from (with a scheme: replaces stage classify).
+        prompts: run folder of stage prompt (stage refine).
+        seeds: coarse seeds (stage fma-segment).
+        run_dir: the stage's run folder (default ``<output_dir>/<experiment>/<stage>``; stage only).
+        resume: continue an interrupted stage from its last checkpoint.
+        force: retrain even if the run folder holds a finished run.
+
+    Returns:
+        A `TrainResult`.
+
+    Raises:
+        ReuseError: a finished (or interrupted) run folder was made from other inputs or settings.
+        ConfigError: an unknown stage or scheme, or an input the stage needs is missing.
+    """
+    if stage is not None:
+        session = TrainingSession(cfg)
+        session.train(stage, run_dir=run_dir, generator=generator, prompts=prompts, seeds=seeds, resume=resume,
+                      force=force)
+        return TrainResult(session.results, session.accelerator.is_main_process)
+    session = TrainingSession(cfg)
+    train_scheme(cfg, scheme=scheme, rounds=rounds, generator=generator, resume=resume, force=force, session=session)
+    return TrainResult(session.results, session.accelerator.is_main_process)
+
+
+__all__ = ["SCHEMES", "TrainResult", "TrainingSession", "run", "train_scheme"]

@@ -1,4 +1,5 @@
-"""Scores a folder of label PNGs (pseudo masks or segmentation predictions) against a dataset's masks.
+"""Scores a folder of label PNGs (pseudo masks or segmentation predictions) against a dataset's masks (step
+eval-masks, `semples.steps.masks`).
 
 ``<masks_dir>/<image id>.png`` holds 0 = background, 1..K = classes, 255 = ignore (no prediction). Scoring uses
 the one `ConfusionMatrix` of the package (ground-truth 255 is skipped). Two views:
@@ -20,6 +21,7 @@ import numpy as np
 
 from semples.data.base import DataError, SegmentationDataset
 from semples.data.io import read_mask
+from semples.errors import MissingInputError
 from semples.metrics import IGNORE_INDEX, ConfusionMatrix, SegmentationScores
 
 log = logging.getLogger(__name__)
@@ -78,20 +80,20 @@ def evaluate_mask_folder(dataset: SegmentationDataset, masks_dir: str | os.PathL
 
     Raises:
         DataError: the split has no masks, a PNG has another size or labels outside 0..K / 255.
-        FileNotFoundError: missing PNGs (unless `skip_missing`), or none at all.
+        MissingInputError: missing PNGs (unless `skip_missing`), or none at all.
     """
     from tqdm.auto import tqdm
 
     masks_dir = Path(masks_dir)
     if not masks_dir.is_dir():
-        raise FileNotFoundError(f"{masks_dir}: mask folder does not exist")
+        raise MissingInputError(f"{masks_dir}: mask folder does not exist")
     if not getattr(dataset, "has_masks", True):
         raise DataError(f"{getattr(dataset, 'name', 'dataset')}: this split has no ground-truth masks to score "
                         f"against")
     k = dataset.num_classes
     missing = [i for i in dataset.ids if not (masks_dir / f"{i}.png").is_file()]
     if missing and (not skip_missing or len(missing) == len(dataset)):
-        raise FileNotFoundError(f"{masks_dir}: no mask PNG for {len(missing)} of {len(dataset)} images (first: "
+        raise MissingInputError(f"{masks_dir}: no mask PNG for {len(missing)} of {len(dataset)} images (first: "
                                 f"{', '.join(missing[:3])})"
                                 + ("" if len(missing) == len(dataset) else "; pass --skip-missing to score the rest"))
     missing_set = set(missing)

@@ -1,4 +1,5 @@
-"""Seed evaluation: a CAM folder against a split's ground truth over a grid of background thresholds.
+"""Seed evaluation (step eval-seeds, `semples.steps.seeds`): a CAM folder against a split's ground truth over a grid
+of background thresholds.
 
 `evaluate_seeds` streams the CAM files and masks once (threads), accumulating one confusion matrix per threshold
 (`semples.metrics.sweep.ThresholdSweep`); `write_seed_report` writes ``metrics.json``, ``metrics.md`` and the curve
@@ -22,6 +23,7 @@ import numpy as np
 
 from semples.data.base import DataError, SegmentationDataset
 from semples.infer.cam_io import cam_path, load_cam
+from semples.metrics.leak import LeakSweep
 from semples.metrics.sweep import SweepResult, ThresholdSweep
 from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text
 
@@ -46,6 +48,7 @@ class SeedEvaluation:
     chosen_index: int
     selection: str
     missing: list[str] = field(default_factory=list)
+    leak: dict | None = None  # leak rate at the reported t (datasets that know each pixel's background type)
 
     @property
     def threshold(self) -> float:
@@ -95,13 +98,16 @@ def evaluate_seeds(cams_dir: str | Path, dataset: SegmentationDataset, threshold
         log.warning("%d of %d images have no CAM file; evaluating the other %d", len(missing), n, len(present))
 
     c = len(dataset.classes) + 1
+    # the leak rate needs each pixel's background type and each class's associated background (synthetic world)
+    knows_backgrounds = hasattr(dataset, "background_map") and hasattr(dataset, "class_background")
     workers = max(1, min(num_workers, len(present)))
     shards = [present[w::workers] for w in range(workers)]
     bar = tqdm(total=len(present), desc="eval-seeds", unit="img", disable=not progress, dynamic_ncols=True)
     lock = threading.Lock()
 
-    def run(shard: list[int]) -> ThresholdSweep:
+    def run(shard: list[int]) -> tuple[ThresholdSweep, LeakSweep | None]:
         sweep = ThresholdSweep(c, grid)
+        leak = LeakSweep(dataset.class_background, grid) if knows_backgrounds else None
         for i in shard:
             path = cam_path(cams_dir, ids[i])
             try:
@@ -115,23 +121,29 @@ def evaluate_seeds(cams_dir: str | Path, dataset: SegmentationDataset, threshold
                 raise DataError(f"{path}: CAM is {cams.shape[1]}x{cams.shape[2]}, its mask {gt.shape[0]}x"
                                 f"{gt.shape[1]} (CAMs made for another dataset or split?)")
             sweep.update(cams, gt, classes)
+            if leak is not None:
+                leak.update(cams, classes, gt, dataset.background_map(i), dataset.labels(i))
             with lock:
                 bar.update(1)
-        return sweep
+        return sweep, leak
 
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-seeds") as pool:
             sweeps = list(pool.map(run, shards))
     finally:
         bar.close()
-    total = sweeps[0]
-    for s in sweeps[1:]:
+    total, leaks = sweeps[0]
+    for s, lk in sweeps[1:]:
         total.merge(s)
+        if leaks is not None:
+            leaks.merge(lk)
     result = total.result(["background", *dataset.classes.names])
     if threshold is None:
-        return SeedEvaluation(result, result.best_index, ORACLE_NOTE, missing)
-    return SeedEvaluation(result, result.index_of(threshold),
-                          f"threshold given ({threshold:g}), not chosen on this split", missing)
+        index, selection = result.best_index, ORACLE_NOTE
+    else:
+        index, selection = result.index_of(threshold), f"threshold given ({threshold:g}), not chosen on this split"
+    leak = leaks.to_dict(list(dataset.classes.names), index) if leaks is not None else None
+    return SeedEvaluation(result, index, selection, missing, leak)
 
 
 def _mean(x: np.ndarray) -> float | None:
@@ -153,7 +165,7 @@ def seed_metrics(ev: SeedEvaluation, *, cams_dir: str | Path, split: str, datase
                 "classes, ground truth 255 ignored",
         "dataset": dataset_name, "split": split,
         "cams_dir": str(cams_dir),
-        "cams": {k: manifest[k] for k in ("generator", "settings", "data") if k in manifest},
+        "cams": {k: manifest[k] for k in ("inputs", "settings", "data") if k in manifest},
         "images": res.images, "missing": len(ev.missing), "missing_ids": ev.missing[:100],
         "threshold": ev.threshold,
         "threshold_selection": ev.selection,
@@ -163,6 +175,7 @@ def seed_metrics(ev: SeedEvaluation, *, cams_dir: str | Path, split: str, datase
         "grid": {"count": int(res.thresholds.size), "start": float(res.thresholds[0]),
                  "stop": float(res.thresholds[-1])},
         "curve": res.curve(),
+        **({"leak": ev.leak} if ev.leak is not None else {}),
         "confusion_matrix": s.matrix.tolist(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -187,6 +200,12 @@ def seed_markdown(ev: SeedEvaluation, metrics: dict) -> str:
         f"{_pct(metrics['mean_precision'])}, mean recall {_pct(metrics['mean_recall'])}",
         f"- best on the curve: t = {ev.result.best_threshold:.2f}, mIoU {_pct(ev.result.best.miou)} "
         f"(grid {metrics['grid']['start']:.2f}..{metrics['grid']['stop']:.2f}, {metrics['grid']['count']} points)",
+    ]
+    if ev.leak is not None:
+        per = ", ".join(f"{n} {_pct(v)}" for n, v in ev.leak["per_class"].items())
+        lines.append(f"- leak rate at t = {ev.threshold:.2f} (share of each class's associated-background pixels "
+                     f"labelled as the class): mean {_pct(ev.leak['mean'])}% — {per}")
+    lines += [
         "",
         s.markdown(f"Per class at t = {ev.threshold:.2f} (%)").rstrip(),
         "",

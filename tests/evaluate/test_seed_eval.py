@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from semples.data.base import DataError
+from semples.evaluate.seeds import ORACLE_NOTE, evaluate_seeds, write_seed_report
 from semples.infer.cam_io import cam_path, save_cam
 from semples.metrics.sweep import threshold_grid
-from semples.report.seeds import ORACLE_NOTE, evaluate_seeds, write_seed_report
 from tests.conftest import ToyDataset
 
 
@@ -67,7 +67,8 @@ def test_report_files(tmp_path):
     ds = ToyDataset(n=4)
     write_seeds(ds, tmp_path / "cams", fg=0.75, bg=0.25)  # exact in float16
     ev = evaluate_seeds(tmp_path / "cams", ds, threshold_grid(0.0, 0.95, 0.01), progress=False)
-    manifest = {"generator": {"path": "runs/x/refine/checkpoint.pt", "sha256": "ab" * 32}, "settings": {"scales": [1]}}
+    manifest = {"inputs": {"generator": {"path": "runs/x/refine/checkpoint.pt", "sha256": "ab" * 32}},
+                "settings": {"scales": [1]}}
     metrics = write_seed_report(tmp_path / "eval", ev, cams_dir=tmp_path / "cams", split="val", dataset_name="toy",
                                 cams_manifest=manifest)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -75,10 +76,41 @@ def test_report_files(tmp_path):
     assert saved["threshold_selection"] == "threshold chosen on this split's ground truth (oracle, as in the paper)"
     assert len(saved["curve"]) == 96 and saved["grid"]["count"] == 96
     assert set(saved["per_class"]) == {"background", "cat", "dog", "boat"}
-    assert saved["cams"]["generator"]["sha256"] == "ab" * 32
+    assert saved["cams"]["inputs"]["generator"]["sha256"] == "ab" * 32
     assert np.asarray(saved["confusion_matrix"]).shape == (4, 4)
     md = (tmp_path / "eval" / "metrics.md").read_text()
     assert "threshold chosen on this split's ground truth" in md and "| background |" in md
     assert md.count("\n| 0.") >= 95  # the whole curve
     assert (tmp_path / "eval" / "threshold_curve.png").stat().st_size > 1000
     assert metrics["bg_false_positive_rate"] == pytest.approx(0.0)
+
+
+def test_the_leak_rate_is_reported_for_datasets_that_know_their_backgrounds(tmp_path):
+    from semples.config import load_config
+    from semples.data import build_dataset
+    from semples.metrics import LeakRate
+    from semples.metrics.sweep import seed_labels
+
+    ds = build_dataset(load_config("tiny").data, "train")
+    rng = np.random.default_rng(1)
+    for i, image_id in enumerate(ds.ids):  # noisy seeds that spill onto the background
+        classes = np.flatnonzero(ds.labels(i))
+        mask = ds.load_mask(i)
+        cams = np.stack([0.6 * (mask == c + 1) + 0.5 * rng.random(mask.shape) for c in classes])
+        save_cam(cam_path(tmp_path / "cams", image_id), cams.astype(np.float32), classes)
+    ev = evaluate_seeds(tmp_path / "cams", ds, threshold_grid(0.0, 0.95, 0.05), progress=False)
+    metrics = write_seed_report(tmp_path / "eval", ev, cams_dir=tmp_path / "cams", split="train",
+                                dataset_name=ds.name)
+    by_hand = LeakRate(ds.class_background)
+    for i, image_id in enumerate(ds.ids):
+        from semples.infer.cam_io import load_cam
+
+        cams, classes = load_cam(cam_path(tmp_path / "cams", image_id))
+        by_hand.update(seed_labels(cams, ev.threshold, classes), ds.load_mask(i), ds.background_map(i), ds.labels(i))
+    assert metrics["leak"]["threshold"] == pytest.approx(ev.threshold)
+    assert metrics["leak"]["per_class"] == by_hand.to_dict(list(ds.classes.names))["per_class"]
+    assert "leak rate at t" in (tmp_path / "eval" / "metrics.md").read_text()
+    # datasets without background types have no leak entry
+    toy = ToyDataset(n=3)
+    write_seeds(toy, tmp_path / "toy")
+    assert evaluate_seeds(tmp_path / "toy", toy, threshold_grid(0, 0.9, 0.1), progress=False).leak is None

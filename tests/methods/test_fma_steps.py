@@ -12,9 +12,13 @@ import torch
 from semples.cli import main
 from semples.config import load_config
 from semples.data import build_dataset
+from semples.errors import ReuseError
+from semples.infer.caa import caa_refine_full, clip_attention
 from semples.infer.cam_io import cam_path, load_cam
-from semples.infer.fma import caa_refine_full, clip_attention, clip_seed_maps, fma_cams, fma_seeds, semples_fma_cams
-from semples.utils.dataclass_config import ConfigError
+from semples.infer.clip_cams import clip_seed_maps
+from semples.methods.fma import sams_seeds as fma_seeds
+from semples.steps.caa import run as semples_fma_cams
+from semples.steps.clip_cams import run as fma_cams
 
 
 @pytest.fixture
@@ -37,7 +41,7 @@ def test_clip_cams_seeds_and_their_evaluation(cfg, tmp_path, tiny_clip, capsys):
     # a re-run continues (nothing left to do); other settings never mix into the folder
     again = fma_cams(cfg, None, cams_dir, phase="coarse", prompts="handcrafted", clip=tiny_clip, progress=False)
     assert again["counts"]["written_this_run"] == 0
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ReuseError, match="other inputs or settings.*box_threshold: 0.4 -> 0.5"):
         fma_cams(cfg, None, cams_dir, phase="fine", prompts="handcrafted", clip=tiny_clip, progress=False)
 
     assert main(["eval-seeds", "--config", "tiny", "--set", f"output_dir={tmp_path}", "--cams", str(cams_dir),
@@ -47,7 +51,8 @@ def test_clip_cams_seeds_and_their_evaluation(cfg, tmp_path, tiny_clip, capsys):
     run = fma_seeds(cfg, cams_dir, seeds_dir, phase="coarse", progress=False)
     assert run.written == len(dataset)
     seeds_manifest = json.loads((seeds_dir / "manifest.json").read_text())
-    assert seeds_manifest["method"] == "region-vote" and seeds_manifest["parameters"]["region_vote"]["bg_power"] == 0.6
+    assert seeds_manifest["method"] == "region-vote" and seeds_manifest["settings"]["region_vote"]["bg_power"] == 0.6
+    assert seeds_manifest["phase"] == "coarse" and seeds_manifest["data"]["split"] == "train"
     assert main(["eval-masks", "--config", "tiny", "--set", f"output_dir={tmp_path}", "--masks", str(seeds_dir),
                  "--no-progress"]) == 0
     assert "mIoU" in capsys.readouterr().out

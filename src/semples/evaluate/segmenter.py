@@ -1,14 +1,11 @@
-"""The final segmentation model (METHOD.md §1.7): train it on pseudo masks, evaluate it against ground truth.
+"""Evaluation of the final segmentation model (METHOD.md §1.7) on a split with ground truth.
 
-    train_segmentation(cfg, pseudo_masks)  -> <output_dir>/<experiment>/segment/  config.yaml, checkpoint.pt,
-                                              metrics.jsonl, manifest.json (the engine's run folder)
+`evaluate_segmentation` reads the last checkpoint of a segment run — never a checkpoint chosen by ground truth — and
+reports single-scale, multi-scale (+flip) and, optionally, dense-CRF-refined predictions as per-class IoU tables
+from one confusion matrix each (images sharded across processes, matrices summed). Predictions are written as index
+PNGs in the pseudo-mask format (with a `semples.runs` manifest), so `semples eval-masks` reads them too.
+
     evaluate_segmentation(cfg, run_dir)    -> <run_dir>/eval/<split>/  metrics.json, metrics.md [, predictions/]
-
-Training runs stage `segment` (`semples.stages.train_segmenter`) through the one engine, so checkpoints, resume
-and several processes work as for every stage. Evaluation reads the last checkpoint — never a checkpoint chosen
-by ground truth — and reports single-scale, multi-scale (+flip) and, optionally, dense-CRF-refined predictions
-as per-class IoU tables from one confusion matrix each (mergeable across processes). Predictions are written as
-index PNGs in the pseudo-mask format, so `semples eval-masks` reads them too.
 """
 
 from __future__ import annotations
@@ -17,105 +14,29 @@ import dataclasses
 import json
 import logging
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semples.config import Config, config_to_dict, dump_config
-from semples.data import TransformedDataset, build_dataset
-from semples.data.base import DataError, item_seed
+from semples.config import Config
+from semples.data import build_dataset
 from semples.data.io import write_mask_png
-from semples.data.pseudo import PseudoMaskDataset, recorded_split
-from semples.data.seg_transforms import SegTrainTransform
-from semples.data.skip import SkipBadItems, bad_items_report
 from semples.data.transforms import normalize, to_tensor
-from semples.engine import StageResult, make_accelerator, train_stage
-from semples.errors import ConfigError
+from semples.engine.device import make_accelerator
+from semples.errors import ConfigError, DataError
 from semples.infer.segment import crf_refine, segment_probs
 from semples.metrics import ConfusionMatrix
 from semples.models.segmenters import load_segmenter
-from semples.stages.train_segmenter import build_segment_stage
-from semples.utils.checkpoint_io import CHECKPOINT_NAME, atomic_write_json, atomic_write_text, read_checkpoint
+from semples.runs import RunLayout, write_folder_manifest
+from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text, read_checkpoint
 
 log = logging.getLogger(__name__)
 
 STAGE_NAME = "segment"
-# top-level config sections a segment checkpoint depends on (besides its own section minus `eval`): changing
-# anything else (CLIP, the SemPLeS stages, evaluation settings) neither blocks a resume nor a finished run
-SHARED_KEYS = ("experiment", "seed", "mixed_precision", "deterministic", "data")
 SINGLE_SCALE = "single_scale"
 MULTI_SCALE = "multi_scale"
-
-
-def segment_run_dir(cfg: Config) -> Path:
-    """<output_dir>/<experiment>/segment."""
-    return Path(cfg.output_dir) / cfg.experiment / STAGE_NAME
-
-
-def training_config_dict(cfg: Config, pseudo_masks: str | Path, split: str) -> dict:
-    """What a segment checkpoint records as its config (and what resume compares); `split` = the training images."""
-    full = config_to_dict(cfg)
-    out = {k: full[k] for k in SHARED_KEYS if k in full}
-    out["data"] = {k: v for k, v in full["data"].items() if k != "eval_split"}
-    out[STAGE_NAME] = {k: v for k, v in full[STAGE_NAME].items() if k != "eval"}
-    out["stage_name"] = STAGE_NAME
-    out["pseudo_masks"] = str(Path(pseudo_masks).resolve())
-    out["pseudo_masks_split"] = split
-    return out
-
-
-def train_segmentation(cfg: Config, pseudo_masks: str | Path, *, run_dir: str | Path | None = None,
-                       resume: bool = False, force: bool = False, skip_missing: bool = False,
-                       accelerator=None) -> StageResult:
-    """Trains the final segmentation model on pseudo masks of the training split (stage segment).
-
-    Args:
-        cfg: the experiment config (section ``segment``: optimisation, augmentation, model).
-        pseudo_masks: folder of ``<image id>.png`` label maps for the images of ``segment.train_split``, else the
-            split recorded in the folder's manifest.json (`semples pseudo-masks` writes it), else
-            ``data.train_split``.
-        run_dir: the run folder (default ``<output_dir>/<experiment>/segment``).
-        resume: continue an unfinished run; force: start over; a finished run is skipped otherwise.
-        skip_missing: leave out images without a pseudo mask instead of failing.
-        accelerator: shared `make_accelerator` result (one per process); made from the config when None.
-
-    Returns:
-        The engine's `StageResult`.
-
-    Raises:
-        DataError: the pseudo-mask folder lacks images (names the first missing file) or holds bad files.
-        WeightsError: pretrained backbone weights are unavailable (says what to pass).
-        CheckpointError: see `semples.engine.train_stage`.
-    """
-    acc = accelerator or make_accelerator(cfg.device, cfg.mixed_precision, cfg.deterministic)
-    seg = cfg.segment
-    run_dir = Path(run_dir) if run_dir is not None else segment_run_dir(cfg)
-    split = seg.train_split or recorded_split(pseudo_masks) or cfg.data.train_split
-    # bad items are skipped (data.skip_bad) around the pairing, so an unreadable pseudo mask is skipped as well
-    base = build_dataset(dataclasses.replace(cfg.data, skip_bad=False), split)
-    pseudo = PseudoMaskDataset(base, pseudo_masks, skip_missing=skip_missing)
-    dataset = SkipBadItems(pseudo, run_dir) if cfg.data.skip_bad else pseudo
-    # fresh weights are a function of (seed, stage): every process and every re-run builds the same model
-    torch.manual_seed(item_seed(cfg.seed, zlib.crc32(STAGE_NAME.encode()), 0))
-    sync_bn = bool(seg.model.sync_bn and acc.num_processes > 1 and acc.device.type == "cuda")
-    # a checkpoint in the run folder replaces every weight (finished: skipped; unfinished: resumed or refused), so
-    # the backbone's ImageNet weights are not fetched again (an offline re-run of a finished run just works)
-    has_checkpoint = (run_dir / CHECKPOINT_NAME).is_file() and not force
-    stage = build_segment_stage(seg.model, base.num_classes + 1, sync_bn=sync_bn, fetch_weights=not has_checkpoint)
-    inputs = {"pseudo_masks": {"path": str(Path(pseudo_masks).resolve()), "split": split, "images": len(pseudo),
-                               "missing": pseudo.missing},
-              "segmenter": stage.segmenter.source, "sync_bn": sync_bn}
-    data = TransformedDataset(dataset, SegTrainTransform(seg.transform), seed=cfg.seed, with_mask=True)
-    result = train_stage(stage, data, seg, run_dir=run_dir, accelerator=acc, seed=cfg.seed,
-                         num_workers=cfg.data.num_workers, log_every=cfg.log_every,
-                         config_dict=training_config_dict(cfg, pseudo_masks, split), config_yaml=dump_config(cfg),
-                         inputs=inputs, resume=resume, force=force)
-    for line in bad_items_report(dataset):
-        log.warning("skipped: %s", line)
-    return result
 
 
 def _jsonable(obj):
@@ -193,7 +114,7 @@ def evaluate_segmentation(cfg: Config, checkpoint: str | Path, *, split: str | N
     num_classes = dataset.num_classes + 1
     model, record = load_segmenter(ckpt, cfg.segment.model, num_classes)
     norm = record["config"].get("transform", {}).get("normalize", cfg.segment.transform.normalize)
-    out_dir = Path(out_dir) if out_dir is not None else Path(ckpt["path"]).parent / "eval" / split
+    out_dir = Path(out_dir) if out_dir is not None else RunLayout.segment_eval(Path(ckpt["path"]).parent, split)
 
     runs = {SINGLE_SCALE: {"scales": [1.0], "flip": False, "crf": False},
             MULTI_SCALE: {"scales": [float(s) for s in ev.scales], "flip": ev.flip, "crf": False}}
@@ -259,13 +180,24 @@ def evaluate_segmentation(cfg: Config, checkpoint: str | Path, *, split: str | N
     if acc.is_main_process:
         tables = {name: s.markdown(title=name) for name, s in scores.items()}
         if save_predictions:  # lets `semples eval-masks --masks <folder>` find the split by itself
+            from semples.runs import FolderRecord
+
             for name, run in runs.items():
-                atomic_write_json(out_dir / "predictions" / name / "manifest.json", {
-                    "split": split, "dataset": dataset.name, "method": f"segmentation model, {name}",
-                    "parameters": {**run, "mode": ev.mode}, "checkpoint": record["path"]})
+                folder = out_dir / "predictions" / name
+                write_folder_manifest(folder, FolderRecord(
+                    kind="predictions", producer="semples.evaluate.segmenter",
+                    data={"dataset": cfg.data.dataset, "root": cfg.data.root, "split": split, "name": dataset.name},
+                    classes=list(dataset.classes.names),
+                    inputs={"checkpoint": {k: record[k] for k in ("path", "sha256", "stage")}},
+                    settings={**run, "mode": ev.mode}, file_format="one <id>.png per image: uint8 labels",
+                    extra={"method": f"segmentation model, {name}", "parameters": {**run, "mode": ev.mode}}),
+                    complete=True, status="finished")
         atomic_write_json(metrics_path, report)
         atomic_write_text(out_dir / "metrics.md", _markdown(report, tables))
         summary = ", ".join(f"{n} {100 * (r['miou'] or 0):.1f}" for n, r in report["results"].items())
         log.info("mIoU on %s: %s -> %s", split, summary, out_dir / "metrics.md")
     acc.wait_for_everyone()
     return report
+
+
+__all__ = ["MULTI_SCALE", "SINGLE_SCALE", "evaluate_segmentation"]

@@ -1,0 +1,22 @@
+"""The steps of the chain as library functions: ``run(cfg, inputs...) -> result``, each the code of one CLI verb.
+
+    train         steps.train.run        a stage or a learning scheme (mask generator S)     semples train
+    cams          steps.cams.run         multi-scale + flip seeds of S                        semples cams
+    clip_cams     steps.clip_cams.run    FMA's CLIP Grad-CAM (+ CAA) seeds                    (semples run --method fma)
+    caa           steps.caa.run          CAA of any CAM folder                                (semples run --method
+                                                                                                semples+fma)
+    seeds         steps.seeds.run        threshold sweep of a CAM folder                      semples eval-seeds
+    pseudo_masks  steps.pseudo_masks.run seeds -> pseudo masks (CRF, region voting, ...)      semples pseudo-masks
+    masks         steps.masks.run        mIoU of a folder of label PNGs                       semples eval-masks
+    segment       steps.segment.train    the final model; .evaluate: its evaluation           train-seg, eval-seg
+    figures       steps.figures.run      sample grids                                         semples figures
+    data          steps.data.check / .export_masks                                            semples data
+
+Steps raise `semples.errors.SemplesError` subclasses with their own message; `semples.cli` prints them, `semples
+run` (`semples.pipeline`), `semples demo` and the benchmarks call these functions directly, so an error reaches the
+user with its type, message and traceback intact.
+"""
+
+from semples.steps import caa, cams, clip_cams, data, figures, masks, pseudo_masks, seeds, segment, train
+
+__all__ = ["caa", "cams", "clip_cams", "data", "figures", "masks", "pseudo_masks", "seeds", "segment", "train"]

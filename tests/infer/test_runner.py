@@ -1,0 +1,109 @@
+"""The one per-image loop (`semples.infer.runner`): shards across processes, skips what is done, writes manifests,
+refuses other settings, and gives the same files with a worker pool as without."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from semples.engine.device import ProcessState
+from semples.errors import ReuseError
+from semples.infer.cam_io import cam_path, load_cam, save_cam
+from semples.infer.config import PseudoMaskConfig
+from semples.infer.pseudo_masks import generate_pseudo_masks
+from semples.infer.runner import ImageItem, ImageTask, run_images
+from semples.runs import FolderRecord
+from tests.conftest import ToyDataset
+
+
+def read_label(dataset, index):
+    return np.flatnonzero(dataset.labels(index))
+
+
+class LabelTask(ImageTask):
+    """Writes each image's label classes as a one-pixel CAM file (what it read, nothing computed)."""
+
+    name = "labels"
+
+    def __init__(self) -> None:
+        self.computed: list[str] = []
+
+    def reader(self):
+        return read_label
+
+    def compute(self, batch: list[ImageItem]) -> list[np.ndarray]:
+        self.computed += [it.id for it in batch]
+        return [np.ones((len(it.data), 1, 1), np.float32) for it in batch]
+
+    def write(self, path, item, output) -> None:
+        save_cam(path, output, item.data)
+
+
+def record(value: int) -> FolderRecord:
+    return FolderRecord(kind="labels", producer="test", data={"dataset": "toy", "root": None, "split": "all",
+                                                             "name": "toy"},
+                        classes=["cat", "dog", "boat"], inputs={}, settings={"value": value})
+
+
+def test_processes_share_the_groups_and_the_manifest_counts_the_split(tmp_path):
+    ds = ToyDataset(n=7)
+    tasks = [LabelTask(), LabelTask()]
+    for rank, task in enumerate(tasks):  # what two launched processes do, one after the other here
+        run_images(task, ds, tmp_path, group_size=2, progress=False, state=ProcessState("cpu", rank, 2),
+                   record=record(1))
+    assert tasks[0].computed == ["toy000", "toy001", "toy004", "toy005"]  # groups 0 and 2
+    assert tasks[1].computed == ["toy002", "toy003", "toy006"]
+    for i, image_id in enumerate(ds.ids):
+        _, classes = load_cam(cam_path(tmp_path, image_id))
+        assert classes.tolist() == read_label(ds, i).tolist()
+    again = LabelTask()
+    summary = run_images(again, ds, tmp_path, progress=False, state=ProcessState("cpu"), record=record(1))
+    assert again.computed == [] and summary.skipped == 7
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["counts"]["present"] == 7 and manifest["status"] == "finished"
+    assert manifest["format"] == "semples-labels" and manifest["data"]["split"] == "all"
+    with pytest.raises(ReuseError, match="value: 1 -> 2"):
+        run_images(LabelTask(), ds, tmp_path, progress=False, state=ProcessState("cpu"), record=record(2))
+    forced = LabelTask()
+    run_images(forced, ds, tmp_path, force=True, progress=False, state=ProcessState("cpu"), record=record(2))
+    assert len(forced.computed) == 7
+
+
+def test_an_interrupted_run_says_so_in_its_manifest(tmp_path):
+    class Dying(LabelTask):
+        def compute(self, batch):
+            if batch[0].index == 3:
+                raise KeyboardInterrupt
+            return super().compute(batch)
+
+    ds = ToyDataset(n=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_images(Dying(), ds, tmp_path, progress=False, state=ProcessState("cpu"), record=record(1))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"].startswith("interrupted") and not manifest["complete"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_pseudo_masks_in_worker_processes_equal_those_made_in_process(tmp_path):
+    ds = ToyDataset(n=8)
+    cams = tmp_path / "cams"
+    rng = np.random.default_rng(0)
+    for i, image_id in enumerate(ds.ids):
+        classes = read_label(ds, i)
+        mask = ds.load_mask(i)
+        maps = np.stack([(mask == k + 1).astype(np.float32) * 0.8 + 0.2 * rng.random(mask.shape, np.float32)
+                         for k in classes])
+        save_cam(cam_path(cams, image_id), maps, classes)
+    one = generate_pseudo_masks(ds, cams, tmp_path / "one", PseudoMaskConfig(workers=0), 0.4, progress=False)
+    two = generate_pseudo_masks(ds, cams, tmp_path / "two", PseudoMaskConfig(workers=2), 0.4, progress=False)
+    assert one.written == two.written == 8
+    assert two.manifest["last_run"]["compute_processes"] == 2 and one.manifest["last_run"]["compute_processes"] == 1
+    from PIL import Image
+
+    for image_id in ds.ids:
+        a = np.asarray(Image.open(tmp_path / "one" / f"{image_id}.png"))
+        b = np.asarray(Image.open(tmp_path / "two" / f"{image_id}.png"))
+        assert np.array_equal(a, b)
+    assert one.pixels == two.pixels and sum(one.pixels.values()) > 0
