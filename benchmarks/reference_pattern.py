@@ -214,8 +214,8 @@ def measure_stage(name: str, clip, args, autocast) -> float:
 
 def measure_cams(args) -> float:
     from semples.config import GeneratorConfig
-    from semples.infer.views import scaled_size
     from semples.infer.cams import multiscale_cams
+    from semples.infer.views import scaled_size
     from semples.models.mask_generators import build_generator
 
     torch.manual_seed(0)

@@ -20,10 +20,10 @@ Two ways to compute the same maps:
   no map is kept. Each block runs fused SDPA, which also gives every row's log-sum-exp on CPU, and a second fused
   pass for the row maxima (or, elsewhere, one explicit pass over its scores in row chunks): together the peak
   max_j p_ij of every row (max pooling; average pooling is exactly 1/N); the K class-token rows are computed
-  explicitly; the block's scaled queries and keys are kept (hd/N of a map's size). After the last block, with the gates and the fused map known, each
-  layer's patch→patch product ``P_l @ fused`` is recomputed as one fused SDPA whose values are the fused map.
-  Equal to the materialised path to float rounding (tests: 1e-5); the fine map cannot be accumulated earlier,
-  because ``fused`` needs the last layer's tokens and every layer's gate.
+  explicitly; the block's scaled queries and keys are kept (hd/N of a map's size). After the last block, with the
+  gates and the fused map known, each layer's patch→patch product ``P_l @ fused`` is recomputed as one fused SDPA
+  whose values are the fused map. Equal to the materialised path to float rounding (tests: 1e-5); the fine map
+  cannot be accumulated earlier, because ``fused`` needs the last layer's tokens and every layer's gate.
 """
 
 from __future__ import annotations
