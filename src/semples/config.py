@@ -254,6 +254,7 @@ class SegEvalConfig:
     stride: int = 341  # slide: window step
     crf: bool = False  # dense-CRF post-processing of the multi-scale probabilities (semples.infer.crf)
     crf_params: dict[str, int | float] = field(default_factory=dict)  # for dense_crf_probs (its defaults if empty)
+    crf_workers: int = 2  # processes running the CRF (CPU-bound) while the model runs in this one; <= 1: in process
     save_predictions: bool = False  # write label PNGs (the pseudo-mask format) of every evaluated setting
 
     def __post_init__(self) -> None:
@@ -264,6 +265,8 @@ class SegEvalConfig:
             raise ConfigError(f"segment.eval.scales must be a non-empty list of positive factors, got {self.scales}")
         if not 0 < self.stride <= self.crop_size:
             raise ConfigError(f"segment.eval.stride must be in 1..crop_size ({self.crop_size}), got {self.stride}")
+        if self.crf_workers < 0:
+            raise ConfigError(f"segment.eval.crf_workers must be >= 0, got {self.crf_workers}")
 
 
 @dataclass(frozen=True)
