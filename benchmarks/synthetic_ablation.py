@@ -308,13 +308,14 @@ def markdown(rows: dict, comp: dict, seeds: list[int], meta: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def demo_reference(rows: dict, comp: dict, seeds: list[int]) -> dict:
+def demo_reference(rows: dict, comp: dict, seeds: list[int], settings: dict) -> dict:
     """The summary `semples demo` states its own run against."""
     def stats(name):
         st = row_stats(rows, name)
         return {"miou": st["miou"][0], "miou_std": st["miou"][1], "leak": st["leak"][0], "leak_std": st["leak"][1]}
 
     return {"preset": PRESET, "seeds": seeds, "source": "benchmarks/synthetic_ablation.py",
+            "settings": settings,  # what semples demo matches its own config against (semples.demo.seed_settings)
             "rows": {k: stats(k) for k in ("match", "refine", "refine_untrained") if k in rows},
             "refine_minus_match": {k: {"mean": comp["match"][k]["mean"], "ci": comp["match"][k]["ci"]}
                                    for k in ("miou", "leak")} if "match" in comp else None,
@@ -362,7 +363,10 @@ def main() -> int:
                                                     else DEFAULT_JSON)
     write_json(json_path, {"meta": meta, "rows": rows, "comparisons": comp})
     if args.demo_reference and not args.quick:
-        write_json(DEMO_REFERENCE, demo_reference(rows, comp, args.seeds))
+        from semples.demo import seed_settings
+
+        settings = seed_settings(bench.seed(args.seeds[0]).cfg())
+        write_json(DEMO_REFERENCE, demo_reference(rows, comp, args.seeds, settings))
     say(f"wrote {bench.out / 'report.md'} and {json_path}")
     return 0
 

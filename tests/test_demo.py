@@ -55,3 +55,25 @@ def test_demo_checks_its_optional_dependencies_before_training(tmp_path, capsys,
     err = capsys.readouterr().err
     assert "matplotlib" in err and "pip install 'semples[infer]'" in err and "Traceback" not in err
     assert not (out / "runs").exists()  # nothing was trained
+
+
+def test_the_ablation_reference_is_matched_by_the_settings_that_shape_seeds(tmp_path, monkeypatch):
+    """The demo states its run against the ablation's summary only when that summary was measured on its settings;
+    a run-only setting (output folder, figures) or a setting the summary predates does not count, others do."""
+    from semples import demo
+    from semples.config import load_config
+
+    cfg = load_config("synth_demo", ["output_dir=/elsewhere", "pipeline.figures=2"])
+    settings = demo.seed_settings(load_config("synth_demo", ["seed=3"]))
+    assert "seed" not in settings and "refine.epochs" in settings and "segment.epochs" not in settings
+    ref = {"seeds": [0, 1], "settings": dict(settings), "refine_minus_match": {"leak": {"mean": -5.0, "ci": [-8, -2]}}}
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps(ref))
+    monkeypatch.setattr(demo, "REFERENCE", path)
+    assert demo.reference_differences(cfg, ref) == [] and demo.reference_for(cfg) == ref
+    older = {**ref, "settings": {k: v for k, v in settings.items() if k != "refine.epochs"}}
+    assert demo.reference_differences(cfg, older) == []  # a key added since: at its default
+    other = load_config("synth_demo", ["loss.lambda_refine=0.2"])
+    assert demo.reference_differences(other, ref) == ["loss.lambda_refine: 0.05 -> 0.2"]
+    assert demo.reference_for(other) is None
+    assert demo.reference_differences(cfg, {"seeds": [0]}) == ["(the reference records no settings)"]

@@ -217,3 +217,52 @@ def test_training_split_defaults_to_the_pseudo_mask_manifest(tmp_path):
     manifest = json.loads((tmp_path / "tiny" / "segment" / "manifest.json").read_text())
     assert manifest["inputs"]["pseudo_masks"]["split"] == "val" and manifest["dataset_size"] == 4
     assert read_checkpoint(tmp_path / "tiny" / "segment")["config"]["pseudo_masks_split"] == "val"
+
+
+def _preset(tmp_path, name: str, segment: dict) -> str:
+    import yaml
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"_base_": "tiny", "experiment": name, "segment": segment}))
+    return str(path)
+
+
+def test_mask2former_trains_and_evaluates_through_the_cli(tmp_path, pseudo_masks):
+    """A tiny random-weight Mask2Former (HF transformers) through train-seg (the one engine) and eval-seg."""
+    pytest.importorskip("transformers")
+    from tests.seg_helpers import MASK2FORMER_TINY
+
+    config = _preset(tmp_path, "m2f", {"batch_size": 2, "backbone_lr_mult": 0.1, "clip_grad_norm": 0.01,
+                                       "model": {"arch": "mask2former", "pretrained": False,
+                                                 "hf_config": MASK2FORMER_TINY}})
+    assert main(["train-seg", "--config", config, "--pseudo-masks", str(pseudo_masks), "--set",
+                 f"output_dir={tmp_path}", "--no-eval"]) == 0
+    run = tmp_path / "m2f" / "segment"
+    ckpt = read_checkpoint(run)
+    assert ckpt["finished"] and ckpt["progress"]["global_step"] == 4
+    assert ckpt["config"]["classes"] == ["boat", "plane", "cow", "train", "bird", "car"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"class_loss", "mask_loss", "dice_loss"} <= set(records[0]) and np.isfinite(records[0]["loss"])
+    assert [g["lr_mult"] for g in ckpt["optimizer"]["param_groups"]] == [1.0, 1.0, 0.1, 0.1]
+    assert main(["eval-seg", "--checkpoint", str(run), "--set", "segment.eval.scales=[0.75,1.0]"]) == 0
+    report = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert set(report["results"]) == {"single_scale", "multi_scale"}
+    assert all(0.0 <= r["miou"] <= 1.0 for r in report["results"].values())
+
+
+def test_any_smp_architecture_and_the_deeplab_sgd_recipe_through_the_cli(tmp_path, pseudo_masks):
+    from tests.seg_helpers import RESNET_TINY
+
+    config = _preset(tmp_path, "unet_sgd", {
+        "optimizer": "sgd", "momentum": 0.9, "lr": 0.01, "backbone_lr_mult": 0.1, "weight_decay": 1.0e-4,
+        "model": {"arch": "unet", "encoder": "tu-resnet18", "encoder_kwargs": RESNET_TINY, "pretrained": False,
+                  "arch_kwargs": {"decoder_channels": [32, 16, 16, 8, 8]}}})
+    assert main(["train-seg", "--config", config, "--pseudo-masks", str(pseudo_masks), "--set",
+                 f"output_dir={tmp_path}", "--set", "segment.eval.scales=[1.0]"]) == 0
+    run = tmp_path / "unet_sgd" / "segment"
+    ckpt = read_checkpoint(run)
+    groups = ckpt["optimizer"]["param_groups"]
+    assert all(g["momentum"] == 0.9 for g in groups) and {g["lr_mult"] for g in groups} == {1.0, 0.1}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"lr"' in line]
+    assert records[0]["lr"] == pytest.approx(0.01 * (1 - 0 / 2) ** 0.9, rel=1e-6)  # poly from 0.01, no warm-up
+    assert json.loads((run / "manifest.json").read_text())["segmenter"]["arch"] == "unet"

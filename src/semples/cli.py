@@ -27,6 +27,8 @@ VERBS: dict[str, str] = {
     "eval-masks": "semples.commands.eval_masks",
     "train-seg": "semples.commands.train_seg",
     "eval-seg": "semples.commands.eval_seg",
+    "predict": "semples.commands.predict",
+    "export": "semples.commands.export",
     "figures": "semples.commands.figures",
     "synth": "semples.commands.synth",
 }
@@ -42,6 +44,8 @@ Or step by step (each step writes a folder that the next one is handed explicitl
   semples train --scheme sequential --config voc_semples       classify -> match -> prompt -> refine
   semples cams --config voc_semples --generator runs/voc_semples/refine
   semples eval-seeds / pseudo-masks / eval-masks / train-seg / eval-seg / figures
+  semples predict --model runs/voc_semples/segment --images photos/ --out preds/     your own images
+  semples export --masks preds/masks --to coco --out preds.json                     COCO / VOC server formats
 
 Every verb has its own --help. Configs are YAML presets (`semples train --list-presets`) or files;
 `--set key.sub=value` overrides any value; `--print-config` shows the resolved config."""

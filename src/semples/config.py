@@ -144,7 +144,7 @@ class SchemeConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """Optimisation of one stage: AdamW + cosine, epochs, batch, augmentation."""
+    """Optimisation of one stage: AdamW + cosine (or poly), epochs, batch, augmentation."""
 
     epochs: int = 60
     batch_size: int = 64  # per optimiser step, over all processes, before accumulation
@@ -221,25 +221,39 @@ class SeedEvalConfig:
 
 @dataclass(frozen=True)
 class SegmenterConfig:
-    """The final segmentation model trained on pseudo masks (`semples train-seg`, METHOD.md §1.7)."""
+    """The final segmentation model trained on pseudo masks (`semples train-seg`, METHOD.md §1.7;
+    semples.models.segmenters, docs/segmentation.md)."""
 
-    name: str = "deeplabv3plus"  # deeplabv3plus | segmenter_linear | segmenter_mask (semples.models.segmenters)
-    backbone: str | None = None  # timm name; None = the family's default (resnet101 / deit_small_patch16_224)
-    backbone_kwargs: dict[str, int | float | str | bool | list[int]] = field(default_factory=dict)  # tiny variants
-    pretrained: bool = True  # ImageNet weights for the backbone by timm name (needs the HF hub or its cache)
+    arch: str = "deeplabv3plus"  # any segmentation_models_pytorch architecture (deeplabv3plus, deeplabv3, unet,
+    # unetplusplus, manet, linknet, fpn, pspnet, pan, upernet, segformer, dpt) | mask2former (HF transformers) |
+    # segmenter_linear | segmenter_mask (WeakTr's Segmenter)
+    encoder: str | None = None  # SMP: "tu-<timm name>" or an SMP encoder; Segmenter: a timm ViT; None = the family's
+    # default (tu-resnet101 / deit_small_patch16_224); mask2former: unused (hf_config names the backbone)
+    encoder_kwargs: dict[str, int | float | str | bool | list[int]] = field(default_factory=dict)  # to the timm
+    # model (tiny variants: layers, channels, stem_width / embed_dim, depth, num_heads)
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # other keywords of the SMP architecture
+    pretrained: bool = True  # ImageNet weights of the encoder by name (timm / SMP hub), hf_weights for mask2former
     backbone_checkpoint: str | None = None  # explicit backbone weights file (takes precedence over `pretrained`)
-    output_stride: int = 16  # DeepLabV3+: stride of the dilated ResNet's deepest features (16 or 8)
-    aspp_rates: tuple[int, ...] = (6, 12, 18)  # DeepLabV3+: ASPP dilations at output stride 16 (doubled at 8)
-    decoder_channels: int = 256  # DeepLabV3+: ASPP / decoder width
-    low_level_channels: int = 48  # DeepLabV3+: width of the projected stride-4 features
+    output_stride: int = 16  # DeepLabV3/V3+: stride of the dilated encoder's deepest features (16 or 8)
+    aspp_rates: tuple[int, ...] = (6, 12, 18)  # DeepLabV3/V3+: ASPP dilations at output stride 16 (doubled at 8)
+    aspp_separable: bool = True  # DeepLabV3/V3+: atrous depthwise-separable ASPP convolutions (the V3+ paper's)
+    decoder_channels: int = 256  # DeepLabV3/V3+: ASPP / decoder width
     decoder_layers: int = 2  # Segmenter mask transformer: layers
     decoder_dim: int | None = None  # Segmenter mask transformer: width (None = the ViT's width)
     decoder_heads: int | None = None  # Segmenter mask transformer: heads (None = width / 64)
-    dropout: float = 0.1  # dropout in the decoder
+    dropout: float = 0.1  # dropout in the decoder (DeepLab: after the ASPP projection)
     drop_path: float = 0.1  # stochastic depth of a ViT backbone (Segmenter)
+    hf_config: dict[str, Any] = field(default_factory=dict)  # mask2former: keywords of transformers'
+    # Mask2FormerConfig (backbone_config: a Swin config); {} = HF's defaults (Swin-B-sized)
+    hf_weights: str | None = None  # mask2former: HF hub id or local folder of a Mask2Former or Swin checkpoint
     sync_bn: bool = True  # BatchNorm statistics over all GPUs when training on several (CUDA only)
     channels_last: bool | None = None  # train in channels_last memory format (unset = off); evaluation of
     # convolutional models always runs channels_last
+
+    @property
+    def name(self) -> str:
+        """The architecture (`arch`); the name older code reads."""
+        return self.arch
 
 
 @dataclass(frozen=True)
@@ -271,9 +285,10 @@ class SegEvalConfig:
 
 @dataclass(frozen=True)
 class SegmentStageConfig(StageConfig):
-    """Stage segment: the final model on pseudo masks — optimisation (the engine's AdamW, poly decay),
-    augmentation, model and evaluation. Defaults: VOC train_aug, batch 16, 512 crops, ~33k steps (DeepLab's
-    30k); AdamW at 1e-4 stands in for DeepLab's SGD 0.01 (the engine optimises with AdamW)."""
+    """Stage segment: the final model on pseudo masks — optimisation, augmentation, model and evaluation.
+    Defaults: VOC train_aug, batch 16, 512 crops, ~33k steps (DeepLab's 30k), AdamW 1e-4 with poly decay.
+    DeepLab's own recipe: optimizer sgd, lr 0.01, backbone_lr_mult 0.1 (head ×10), momentum 0.9, weight_decay
+    1e-4, warmup_epochs 0 (docs/segmentation.md)."""
 
     epochs: int = 50
     batch_size: int = 16
@@ -284,6 +299,9 @@ class SegmentStageConfig(StageConfig):
     warmup_epochs: float = 1.0
     transform: SegTrainTransformConfig = field(default_factory=SegTrainTransformConfig)  # random scale/crop/flip
     train_split: str | None = None  # split whose images the pseudo masks cover (default: data.train_split)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW (betas 0.9, 0.999) or SGD with momentum (Nesterov off)
+    momentum: float = 0.9  # SGD momentum
+    backbone_lr_mult: float = 1.0  # lr of the backbone (encoder) relative to `lr` (heads, decoders)
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)  # not part of the training checkpoint's config
 
@@ -351,6 +369,14 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """Training logs besides metrics.jsonl (which is always written, every `log_every` steps)."""
+
+    tensorboard: bool = False  # also write TensorBoard events to <run>/tensorboard (pip install 'semples[tensorboard]')
+    sample_images: int = 4  # TensorBoard: pictures per epoch (images, CAMs or pseudo masks and predictions)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment. Stage sections hold each stage's optimisation; the rest is shared."""
 
@@ -361,6 +387,7 @@ class Config:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where supported, else fp32
     deterministic: bool = True  # seeded and deterministic where the device allows (always on CPU)
     log_every: int = 10  # optimiser steps between metrics.jsonl lines
+    log: LogConfig = field(default_factory=LogConfig)  # TensorBoard
     data: DataConfig = field(default_factory=DataConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
@@ -453,6 +480,7 @@ __all__ = [
     "DataConfig",
     "FmaConfig",
     "GeneratorConfig",
+    "LogConfig",
     "LossConfig",
     "MaskingConfig",
     "PromptConfig",

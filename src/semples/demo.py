@@ -212,12 +212,51 @@ def _seed_summary(metrics: dict, names: list[str], split: str) -> dict:
             "per_class_iou": _per_class_iou(metrics, names), "leak": metrics["leak"]}
 
 
+# the config sections that shape the seeds after match and refine (what the ablation's summary describes)
+SEED_SECTIONS = ("mixed_precision", "deterministic", "data", "clip", "prompts", "generator", "masking", "loss",
+                 "scheme", "classify", "match", "prompt", "refine", "cams", "seeds")
+
+
+def seed_settings(cfg: Config) -> dict:
+    """The settings that shape a run's seeds, flattened to dotted keys (without `seed` and the run-only ones)."""
+    from semples.config import config_to_dict
+
+    d = config_to_dict(cfg)
+    flat: dict = {}
+
+    def walk(prefix: str, v) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else k, x)
+        else:
+            flat[prefix] = v
+
+    for section in SEED_SECTIONS:
+        if section in d:
+            walk(section, d[section])
+    for key in _RUN_ONLY:
+        flat.pop(key, None)
+    return json.loads(json.dumps(flat, default=str))  # as the reference file holds them (lists, not tuples)
+
+
+def reference_differences(cfg: Config, reference: dict) -> list[str]:
+    """Settings where `cfg` differs from the config the reference was measured on ("key: theirs -> ours").
+
+    Keys the reference does not know (settings added to the package after it was measured, at their defaults)
+    are not differences; a reference without recorded settings differs in everything."""
+    theirs = reference.get("settings")
+    if not isinstance(theirs, dict):
+        return ["(the reference records no settings)"]
+    ours = seed_settings(cfg)
+    return [f"{k}: {theirs[k]!r} -> {ours.get(k, '(absent)')!r}" for k in sorted(theirs) if ours.get(k) != theirs[k]]
+
+
 def reference_for(cfg: Config) -> dict | None:
-    """The multi-seed ablation's summary when it was measured on this very config (else None)."""
+    """The multi-seed ablation's summary when it was measured on this config's seed settings (else None)."""
     if not REFERENCE.is_file():
         return None
     ref = json.loads(REFERENCE.read_text())
-    return ref if ref.get("config_sha256") == config_fingerprint(cfg) else None
+    return None if reference_differences(cfg, ref) else ref
 
 
 def verdict(metrics: dict, reference: dict | None) -> str:

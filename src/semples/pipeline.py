@@ -221,6 +221,9 @@ def run_summary(experiment: str, manifest: dict) -> str:
         elif miou is not None:
             miou = f"{100 * miou:.1f}"
         lines.append(f"| {step} | {rec.get('dir', '—')} | {miou or '—'} |")
+    from semples.metrics import MEAN_CONVENTION
+
+    lines += ["", f"{MEAN_CONVENTION[0].upper()}{MEAN_CONVENTION[1:]}."]
     return "\n".join(lines) + "\n"
 
 

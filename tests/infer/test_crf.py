@@ -54,14 +54,36 @@ def test_crf_on_labels_improves_a_noisy_seed():
     assert after > before + 0.05, (before, after)
 
 
-def test_absent_labels_stay_absent_and_values_map_back():
+def test_over_present_keeps_absent_labels_absent_and_values_map_back():
     img, gt = scene()
     seed = noisy_seed(gt)
     sparse = np.choose(seed, [0, 7, 3])  # labels 0, 7, 3 of 9: 1, 2, 4, 5, 6, 8 absent
-    refined = crf_on_labels(img, sparse, 9)
+    refined = crf_on_labels(img, sparse, 9, over="present")
     assert set(np.unique(refined)) <= {0, 3, 7}
     # same result as on the compact labels with the same num_labels
-    assert np.array_equal(np.choose(crf_on_labels(img, seed, 9), [0, 7, 3]), refined)
+    assert np.array_equal(np.choose(crf_on_labels(img, seed, 9, over="present"), [0, 7, 3]), refined)
+
+
+def test_over_all_labels_is_the_default_and_differs_only_on_boundary_pixels():
+    """The reference runs the CRF over all 1 + |labels| labels: the same as over the present ones when every label
+    wins somewhere in the seed; otherwise the marginals are spread over more labels and a few boundary pixels
+    change (and only those)."""
+    import inspect
+
+    assert inspect.signature(crf_on_labels).parameters["over"].default == "all"
+    from semples.infer.config import CrfConfig
+
+    assert CrfConfig().over == "all"
+    img, gt = scene()
+    seed = noisy_seed(gt)
+    # every label present: identical
+    assert np.array_equal(crf_on_labels(img, seed, 3), crf_on_labels(img, seed, 3, over="present"))
+    for num_labels in (6, 9):  # labels 3.. never win in the seed
+        every, present = crf_on_labels(img, seed, num_labels), crf_on_labels(img, seed, num_labels, over="present")
+        diff = every != present
+        assert 0 < diff.sum() < 0.002 * diff.size
+        boundary = ndimage.binary_dilation(ndimage.morphological_gradient(present, size=3) > 0, iterations=2)
+        assert not (diff & ~boundary).any()
 
 
 def test_single_label_and_ignore_pixels():

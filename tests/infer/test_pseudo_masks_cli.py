@@ -253,7 +253,7 @@ def test_region_vote_over_overlapping_masks_from_any_source(tmp_path, tiny_seeds
 
     dataset, cams = tiny_seeds
     source = GroundTruthBoxes(dataset)
-    cfg = PseudoMaskConfig(method="region-vote", workers=2)
+    cfg = PseudoMaskConfig(method="region-vote", workers=2, region_vote=RegionVoteConfig(background_first=True))
     run = generate_pseudo_masks(dataset, cams, tmp_path / "pm", cfg, region_source=source, progress=False)
     assert run.written == len(dataset)
     manifest = json.loads((tmp_path / "pm" / "manifest.json").read_text())
@@ -263,7 +263,8 @@ def test_region_vote_over_overlapping_masks_from_any_source(tmp_path, tiny_seeds
     for i, image_id in enumerate(dataset.ids):
         cm.update(np.asarray(Image.open(tmp_path / "pm" / f"{image_id}.png")), dataset.load_mask(i))
     assert cm.scores().miou > 0.5  # object boxes win over their halves and over the whole-image mask
-    # painted by area alone, the whole-image mask (voted background) comes last and erases every object
-    flat = PseudoMaskConfig(method="region-vote", region_vote=RegionVoteConfig(background_first=False))
+    # METHOD.md's order (the default) paints by area alone: the whole-image mask (voted background) comes last
+    # and erases every object
+    flat = PseudoMaskConfig(method="region-vote")
     generate_pseudo_masks(dataset, cams, tmp_path / "flat", flat, region_source=source, progress=False)
     assert all((np.asarray(Image.open(p)) == 0).all() for p in pngs(tmp_path / "flat"))

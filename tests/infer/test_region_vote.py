@@ -60,25 +60,43 @@ def whole_and_parts():
     return cam[None], Regions.from_masks([image, head, whole, leg])
 
 
-def test_sams_paints_whole_high_confidence_regions_last():
+def test_default_is_methods_order_small_to_whole_whatever_the_vote():
+    from semples.infer.config import RegionVoteConfig
+
+    assert RegionVoteConfig().background_first is False
     cams, regions = whole_and_parts()
     vote = region_vote(cams, regions, bg_power=0.7)
     image_r, head_r, whole_r, leg_r = 0, 1, 2, 3
     assert vote.region_labels[whole_r] == 1 and vote.region_labels[head_r] == 1
     assert vote.region_labels[leg_r] == 0 and vote.region_labels[image_r] == 0
+    # one order by area: leg (24 px) < head (60) < whole object (400) < whole image (1600)
+    assert list(vote.paint_order) == [leg_r, head_r, whole_r, image_r]
+    # the whole object still wins over its background-voted leg, but a background-voted whole-image mask,
+    # painted last, erases it: the case background_first exists for
+    assert (vote.labels == 0).all() and vote.covered.all()
+
+
+def test_background_first_keeps_objects_over_background_regions():
+    cams, regions = whole_and_parts()
+    vote = region_vote(cams, regions, bg_power=0.7, background_first=True)
+    image_r, head_r, whole_r, leg_r = 0, 1, 2, 3
     # background regions first (small to large), then foreground regions from the part to the whole
     assert list(vote.paint_order) == [leg_r, image_r, head_r, whole_r]
     whole = regions.masks[whole_r]
     assert (vote.labels[whole] == 1).all()  # the whole object wins over its background-voted leg
     assert (vote.labels[~whole] == 0).all()
-    assert vote.covered.all()
 
 
-def test_without_background_first_the_largest_region_paints_last():
+def test_the_two_orders_agree_where_no_background_region_overlaps_an_object():
     cams, regions = whole_and_parts()
-    vote = region_vote(cams, regions, background_first=False)
-    assert vote.paint_order[-1] == 0  # the whole-image mask is the largest
-    assert (vote.labels == 0).all()  # ... and, voted background, it erases the object: why the default differs
+    head_r, whole_r, leg_r = 1, 2, 3
+    sub = Regions.from_masks(regions.masks[[head_r, whole_r, leg_r]])  # no whole-image mask: the background-voted
+    a, b = region_vote(cams, sub), region_vote(cams, sub, background_first=True)  # leg lies under its object
+    assert list(a.region_labels) == [1, 1, 0] and np.array_equal(a.labels, b.labels)
+    rng = np.random.default_rng(0)  # a partition: no overlaps at all
+    part = Regions.from_partition(rng.integers(0, 6, (20, 30)))
+    noisy = rng.random((2, 20, 30)).astype(np.float32)
+    assert np.array_equal(region_vote(noisy, part).labels, region_vote(noisy, part, background_first=True).labels)
 
 
 def test_equal_areas_paint_the_more_confident_region_last():
@@ -100,10 +118,12 @@ def test_paint_order_keys():
     labels = np.array([1, 1, 0, -1])
     conf = np.array([0.9, 0.5, 0.99, 0.1])
     areas = np.array([10, 100, 1000, 0])
-    assert list(paint_order(labels, conf, areas, "area")) == [2, 0, 1]
-    assert list(paint_order(labels, conf, areas, "confidence")) == [2, 1, 0]
-    assert list(paint_order(labels, conf, areas, "area_x_confidence")) == [2, 0, 1]
-    assert list(paint_order(labels, conf, areas, "area", background_first=False)) == [0, 1, 2]
+    assert list(paint_order(labels, conf, areas, "area", background_first=True)) == [2, 0, 1]
+    assert list(paint_order(labels, conf, areas, "confidence", background_first=True)) == [2, 1, 0]
+    assert list(paint_order(labels, conf, areas, "area_x_confidence", background_first=True)) == [2, 0, 1]
+    assert list(paint_order(labels, conf, areas, "area")) == [0, 1, 2]
+    assert list(paint_order(labels, conf, areas, "confidence")) == [1, 0, 2]
+    assert list(paint_order(labels, conf, areas, "area_x_confidence")) == [0, 1, 2]
     with pytest.raises(ValueError, match="paint order"):
         paint_order(labels, conf, areas, "size")
 

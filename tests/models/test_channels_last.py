@@ -40,7 +40,7 @@ def test_resnet_cam_seeds_run_channels_last_and_equal_the_default():
 
 def test_segmenter_evaluation_runs_channels_last_and_equals_training_format():
     model = tiny_segmenter("deeplabv3plus").eval()
-    seen = _input_formats(model.backbone)
+    seen = _input_formats(model.model.encoder)
     x = torch.randn(2, 3, 40, 52)
     ref = model(x).detach()
     with torch.no_grad():

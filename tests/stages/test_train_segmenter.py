@@ -45,7 +45,7 @@ def test_coarse_logits_are_upsampled_to_the_mask():
 
 def test_stage_contract_and_one_step_trains_every_parameter():
     model = tiny_segmenter("deeplabv3plus", num_classes=4,
-                           backbone_kwargs={**RESNET_TINY, "zero_init_last": False})
+                           encoder_kwargs={**RESNET_TINY, "zero_init_last": False})
     stage = SegmentStage(model)
     assert isinstance(stage, Stage) and stage.name == "segment" and stage.trains == ("segmenter",)
     assert set(stage.trainable_modules()) == {"segmenter"} and not stage.frozen_modules()
@@ -86,4 +86,28 @@ def test_a_stage_about_to_load_a_checkpoint_does_not_fetch_backbone_weights(monk
 
     monkeypatch.setattr(timm, "create_model", offline)
     stage = build_segment_stage(tiny_segmenter_cfg(pretrained=True), 3, fetch_weights=False)
-    assert stage.segmenter.source == {"backbone": "resnet18", "weights": "imagenet (timm)"}
+    assert stage.segmenter.source == {"backbone": "tu-resnet18", "weights": "imagenet", "arch": "deeplabv3plus"}
+
+
+def test_mask2former_stage_trains_on_its_own_losses():
+    stage = SegmentStage(tiny_segmenter("mask2former", num_classes=3))
+    assert stage.loss_names == ("class_loss", "mask_loss", "dice_loss")
+    mask = torch.randint(0, 3, (2, 40, 40))
+    mask[:, :4] = 255
+    out = stage.train()({"image": torch.randn(2, 3, 40, 40), "mask": mask})
+    assert set(out) == {"loss", "class_loss", "mask_loss", "dice_loss"}
+    assert out["loss"].item() == pytest.approx(sum(out[k].item() for k in stage.loss_names), rel=1e-5)
+
+
+def test_backbone_lr_multiplier_groups_the_encoder():
+    from semples.engine.loop import param_groups
+
+    stage = build_segment_stage(tiny_segmenter_cfg(), 3, backbone_lr_mult=0.1)
+    assert stage.lr_multipliers() == {"segmenter.model.encoder.": 0.1}
+    groups = param_groups(stage, 1e-4, stage.lr_multipliers())
+    encoder = {id(p) for p in stage.segmenter.model.encoder.parameters()}
+    for g in groups:
+        assert all((id(p) in encoder) == (g["lr_mult"] == 0.1) for p in g["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(stage.parameters()))
+    assert build_segment_stage(tiny_segmenter_cfg(), 3).lr_multipliers() == {}  # default: one lr, two groups
+    assert len(param_groups(build_segment_stage(tiny_segmenter_cfg(), 3), 1e-4)) == 2

@@ -13,7 +13,9 @@ Score <masks>/<image id>.png (0 background, 1..K classes, 255 = no label) agains
 with the same confusion-matrix code as eval-seeds: IoU over background + K classes, ground truth 255 ignored.
 Reported per class: IoU, precision, recall; overall: mIoU, pixel accuracy, the false-positive rate on background
 pixels. Predicted 255 counts as a miss; a second view leaves those pixels out ("labelled pixels only", what an
-ignore band buys).
+ignore band buys). mIoU, mean precision and mean recall are means over the classes present in the ground truth
+or the prediction (a class absent from both is left out; precision of a class never predicted and recall of a
+class predicted but absent from the ground truth count as 0).
 
   semples eval-masks --config voc_semples --masks runs/voc_semples/pseudo_masks/crf/train
   semples eval-masks --config voc_semples --masks runs/voc_semples/segment/predictions --split val --out DIR
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     r = steps.masks.run(cfg, args.masks, split=args.split, out=args.out, skip_missing=args.skip_missing,
                         progress=not args.no_progress)
-    print(f"eval-masks: {r.dataset} {r.split}, {r.num_images} images: mIoU {100 * (r.miou or 0):.2f}, "
+    print(f"eval-masks: {r.dataset} {r.split}, {r.num_images} images: mIoU {100 * (r.miou or 0):.2f} (classes in "
+          f"ground truth or prediction), "
           f"bg false-positive rate {100 * (r.bg_false_positive_rate or 0):.1f}%, "
           f"{100 * r.ignored_fraction:.1f}% predicted ignore -> {r.out_dir / 'metrics.json'}")
     return 0

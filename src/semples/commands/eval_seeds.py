@@ -12,6 +12,9 @@ Evaluate a CAM folder against the split's ground truth (METHOD.md §1.7): prepen
 argmax, mIoU over background + K classes (ground truth 255 ignored), for every t of seeds.thresholds
 (start, stop, step; default 0.00..0.95 step 0.01) in one pass over the data. Reports the whole curve, the best t,
 the per-class IoU / precision / recall and the false-positive rate on background pixels at that t.
+mIoU, mean precision and mean recall are means over the classes present in the ground truth or the prediction
+(a class absent from both is left out; precision of a class never predicted and recall of a class predicted but
+absent from the ground truth count as 0).
 
   semples eval-seeds --config voc_semples                      (CAMs from the default folder of `semples cams`)
   semples eval-seeds --config voc_semples --cams runs/x/cams/train --out runs/x/eval_seeds/train
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     m = r.metrics
     best = m["best_on_curve"]
     print(f"eval-seeds: {r.dataset} {r.split}, {m['images']} images: mIoU {100 * (m['miou'] or 0):.2f} "
+          f"(classes in ground truth or prediction) "
           f"at t = {r.threshold:.2f} ({r.selection}); best on curve t = {best['threshold']:.2f}; "
           f"bg false-positive rate {100 * (m['bg_false_positive_rate'] or 0):.1f}% -> {r.out_dir}")
     return 0

@@ -12,7 +12,8 @@ Evaluate the last checkpoint of a `semples train-seg` run on a split with ground
 multi-scale + flip (segment.eval.scales, segment.eval.flip) and, with --crf, dense CRF on the multi-scale
 probabilities. The architecture comes from the checkpoint; the config defaults to the run folder's config.yaml
 (--config replaces it, --set overrides either). Output (default <run folder>/eval/<split>/): metrics.json and
-metrics.md with per-class IoU / precision / recall; --save-predictions also writes label PNGs (the pseudo-mask
+metrics.md with per-class IoU / precision / recall (mIoU and the means: over the classes present in the ground
+truth or the prediction, absent from both = left out); --save-predictions also writes label PNGs (the pseudo-mask
 format, so `semples eval-masks` reads them) under predictions/<setting>/.
 
   semples eval-seg --checkpoint runs/voc_semples/segment

@@ -69,5 +69,9 @@ def run(args: argparse.Namespace) -> int:
             if outputs.get("stages"):
                 extra += "  " + ", ".join(f"{k} {v}" for k, v in outputs["stages"].items())
             print(f"{step:<13s} {rec.get('seconds', 0):7.1f} s{extra}")
+    if any("miou" in rec.get("outputs", {}) for rec in manifest["steps"].values() if rec.get("status") == "done"):
+        from semples.metrics import MEAN_CONVENTION
+
+        print(f"({MEAN_CONVENTION})")
     print(f"run manifest: {pipe.manifest_path}")
     return 0

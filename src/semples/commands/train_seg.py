@@ -7,7 +7,7 @@ import argparse
 from semples.commands.train import add_config_arguments, load_cli_config
 from semples.errors import UsageError
 
-HELP = "train the final segmentation model (DeepLabV3+ / Segmenter) on pseudo masks and evaluate it (mIoU)"
+HELP = "train the final segmentation model (DeepLabV3+ or any SMP model, Mask2Former, Segmenter) on pseudo masks"
 DESCRIPTION = """\
 Train the final segmentation model on pseudo masks (<dir>/<image id>.png from `semples pseudo-masks`) of the
 images of segment.train_split (default: the split in <dir>/manifest.json, else data.train_split), through the
@@ -17,15 +17,20 @@ checkpoint on a split with ground truth (segment.eval.split, default data.eval_s
 (checkpoint.pt, metrics.jsonl, manifest.json) and segment/eval/<split>/metrics.json + metrics.md (per-class IoU).
 
   semples train-seg --config voc_semples --pseudo-masks runs/voc_semples/pseudo_masks/crf/train_aug
-  semples train-seg --config voc_semples --pseudo-masks DIR --set segment.model.name=segmenter_mask
+  semples train-seg --config voc_semples_deeplab --pseudo-masks DIR        (DeepLabV3+ R101, DeepLab's SGD recipe)
+  semples train-seg --config voc_semples --pseudo-masks DIR --set segment.model.arch=segmenter_mask
   semples train-seg --config voc_semples --pseudo-masks DIR --resume          (continue an interrupted run)
   accelerate launch --multi_gpu --num_processes 4 -m semples train-seg --config voc_semples --pseudo-masks DIR
 
-Models (segment.model.name): deeplabv3plus (ResNet-101, output stride 16; default), segmenter_linear and
-segmenter_mask (DeiT-S/16). Optimisation: AdamW, lr 1e-4, poly decay, batch 16, 512 crops, random scale
-0.5-2.0 + flip, 50 epochs (segment.*). Offline machines pass backbone weights explicitly:
---set segment.model.backbone_checkpoint=/weights/resnet101.pth (or segment.model.pretrained=false: random
-weights, tests only). Evaluate again, or another split: `semples eval-seg --checkpoint <run folder>`."""
+Models (segment.model.arch): any segmentation_models_pytorch architecture on any timm encoder (deeplabv3plus on
+tu-resnet101 at output stride 16 is the default; unet, upernet, segformer ...; segment.model.encoder), mask2former
+(HF transformers; the voc_semples preset: Swin-L, the paper's), segmenter_linear / segmenter_mask (DeiT-S/16).
+Optimisation defaults: AdamW, lr 1e-4, poly decay, batch 16, 512 crops, random scale 0.5-2.0 + flip, 50 epochs
+(segment.*; segment.optimizer=sgd and segment.backbone_lr_mult for DeepLab's recipe). Offline machines pass
+weights explicitly: --set segment.model.backbone_checkpoint=/weights/resnet101.pth, or for Mask2Former
+--set segment.model.hf_weights=/weights/swin-l (a local folder); segment.model.pretrained=false: random weights,
+tests only. --set log.tensorboard=true adds TensorBoard curves and sample predictions. Evaluate again, or another
+split: `semples eval-seg --checkpoint <run folder>`; your own images: `semples predict --model <run folder>`."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,4 +74,5 @@ def print_report(report: dict) -> None:
     """One line: the split, its size and the mIoU of each evaluated setting."""
     parts = [f"{name} {100 * r['miou']:.2f}" if r["miou"] is not None else f"{name} —"
              for name, r in report["results"].items()]
-    print(f"eval {report['split']} ({report['num_images']} images) mIoU: {', '.join(parts)}")
+    print(f"eval {report['split']} ({report['num_images']} images) mIoU (mean over the classes in the ground truth or "
+          f"the prediction): {', '.join(parts)}")

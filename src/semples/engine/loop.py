@@ -1,7 +1,8 @@
 """THE training loop. It runs any `Stage` (a module whose forward returns {"loss": ..., named parts}) and knows
 nothing of SemPLeS.
 
-AdamW + per-step cosine schedule (optional linear warm-up and linear lr scaling by the global batch),
+AdamW (or SGD with momentum) + per-step cosine or poly schedule (optional linear warm-up, linear lr scaling by
+the global batch, and per-part lr multipliers a stage names, e.g. a backbone at 0.1×),
 gradient accumulation, mixed precision and DDP through accelerate, a checkpoint at the end of every epoch
 (optionally every N steps too), written atomically, and resume: the data order comes from (seed, epoch), each
 item's augmentation from (seed, epoch, index), model-side randomness is reseeded from (seed, epoch, rank) at
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 from semples import __version__
 from semples.data.base import collate, item_seed
-from semples.engine.metrics import MetricsLog
+from semples.engine.metrics import MetricsLog, TensorBoardLog
 from semples.engine.sampler import EpochShardSampler
 from semples.errors import CheckpointError, ConfigError
 from semples.runs import describe_config_differences, flatten, input_differences, reuse_error
@@ -78,17 +79,35 @@ def lr_at(step: int, total_steps: int, base_lr: float, min_lr: float = 0.0, warm
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and norm weights (1-D parameters)."""
-    decay, no_decay = [], []
+def param_groups(module: torch.nn.Module, weight_decay: float,
+                 lr_multipliers: dict[str, float] | None = None) -> list[dict]:
+    """Optimiser groups: no weight decay on biases and norm weights (1-D parameters); parameters whose name starts
+    with a prefix of `lr_multipliers` get that multiple of the lr (``lr_mult``; the first matching prefix)."""
+    lr_multipliers = lr_multipliers or {}
+    groups: dict[tuple[float, bool], list] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+        mult = next((m for prefix, m in lr_multipliers.items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((float(mult), p.ndim <= 1 or name.endswith(".bias")), []).append(p)
+    out = []
+    for mult in dict.fromkeys([1.0, *(float(m) for m in lr_multipliers.values())]):
+        for no_decay in (False, True):
+            params = groups.get((mult, no_decay))
+            if params or (mult == 1.0 and not no_decay):  # (the first group always exists, as before)
+                out.append({"params": params or [], "weight_decay": 0.0 if no_decay else weight_decay,
+                            "lr_mult": mult})
+    return out
+
+
+def make_optimizer(groups: list[dict], stage_cfg, lr: float) -> torch.optim.Optimizer:
+    """AdamW, or SGD when the stage config says so (``optimizer``, ``momentum``: `SegmentStageConfig`)."""
+    kind = getattr(stage_cfg, "optimizer", "adamw")
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=getattr(stage_cfg, "momentum", 0.9))
+    raise ConfigError(f"unknown optimizer {kind!r}; valid: adamw, sgd")
 
 
 def split_state(module: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
@@ -134,7 +153,8 @@ def _git_commit() -> str | None:
 def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage_cfg, *, run_dir: str | Path,
                 accelerator, seed: int = 0, num_workers: int = 0, log_every: int = 10,
                 config_dict: dict | None = None, config_yaml: str | None = None, inputs: dict | None = None,
-                resume: bool = False, force: bool = False) -> StageResult:
+                resume: bool = False, force: bool = False, tensorboard: bool = False,
+                sample_images: int = 4) -> StageResult:
     """Trains `stage` on `dataset` and writes `run_dir/{config.yaml, manifest.json, metrics.jsonl, checkpoint.pt}`.
 
     Args:
@@ -150,6 +170,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
         inputs: what the stage was built from (checkpoint paths and hashes), for the manifest.
         resume: continue an unfinished checkpoint in `run_dir`.
         force: start over even if `run_dir` holds a checkpoint.
+        tensorboard: also write TensorBoard events to `run_dir/tensorboard` (every metrics.jsonl scalar, and once
+            per epoch `sample_images` pictures from the stage's `sample_images`, if it has one).
 
     Returns:
         A `StageResult`. A finished run folder is skipped (status "skipped") unless `force`.
@@ -199,7 +221,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     warmup_steps = int(round(stage_cfg.warmup_epochs * steps_per_epoch))
 
     stage.to(acc.device)
-    optimizer = torch.optim.AdamW(param_groups(stage, stage_cfg.weight_decay), lr=base_lr)
+    lr_multipliers = stage.lr_multipliers() if hasattr(stage, "lr_multipliers") else {}
+    optimizer = make_optimizer(param_groups(stage, stage_cfg.weight_decay, lr_multipliers), stage_cfg, base_lr)
     progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
     if state is not None:
@@ -215,6 +238,8 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
         run_dir.mkdir(parents=True, exist_ok=True)
         if config_yaml is not None:
             atomic_write_text(run_dir / "config.yaml", config_yaml)
+    board = TensorBoardLog(run_dir / "tensorboard", enabled=main and tensorboard,
+                           purge_step=progress["global_step"] if state is not None else None)
     model, optimizer = acc.prepare(stage, optimizer)
     raw = acc.unwrap_model(model)
     is_cuda = acc.device.type == "cuda"
@@ -286,7 +311,7 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
                 lr = lr_at(progress["global_step"], total_steps, base_lr, stage_cfg.min_lr, warmup_steps,
                            stage_cfg.schedule, stage_cfg.poly_power)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
                 step_losses: dict[str, torch.Tensor] = {}
                 for micro_i in range(stage_cfg.grad_accum):
                     batch = next(batches)
@@ -317,6 +342,7 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
                     rec = {"step": progress["global_step"], "epoch": epoch, "lr": lr, **means,
                            "images_per_s": window_steps * global_batch / max(elapsed, 1e-9)}
                     metrics.write(rec)
+                    board.write(rec)
                     bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
                     last_losses = means
                     window, window_steps, window_start = {}, 0, time.perf_counter()
@@ -332,8 +358,12 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
                 progress["step_in_epoch"] = 0
             finished = stop or progress["epoch"] >= stage_cfg.epochs
             if epoch_steps:
-                metrics.write({"step": progress["global_step"], "epoch": epoch, "type": "epoch",
-                               **{f"epoch_{k}": v for k, v in _reduce_means(acc, epoch_sums, epoch_steps).items()}})
+                rec = {"step": progress["global_step"], "epoch": epoch, "type": "epoch",
+                       **{f"epoch_{k}": v for k, v in _reduce_means(acc, epoch_sums, epoch_steps).items()}}
+                metrics.write(rec)
+                board.write(rec)
+                if board.enabled and sample_images > 0 and hasattr(raw, "sample_images"):
+                    _log_samples(raw, batch, board, progress["global_step"], sample_images)
             save(finished, last_losses)
             write_manifest("finished" if finished else "running")
     except BaseException as e:
@@ -341,6 +371,7 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
         raise
     finally:
         bar.close()
+        board.close()
     if not saved:  # max_steps reached before any step (e.g. 0: a checkpoint of the initial parameters)
         save(True, last_losses)
         write_manifest("finished")
@@ -348,6 +379,22 @@ def train_stage(stage: torch.nn.Module, dataset: torch.utils.data.Dataset, stage
     if main:
         log.info("%s: %s after %d steps -> %s", name, status, progress["global_step"], ckpt_path)
     return StageResult(run_dir, status, progress["global_step"], progress["epoch"], last_losses)
+
+
+def _log_samples(stage: torch.nn.Module, batch: dict, board: TensorBoardLog, step: int, count: int) -> None:
+    """Sample pictures of the epoch's last micro-batch, in eval mode and without touching any RNG (so a run with
+    TensorBoard ends with the same weights as one without)."""
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    was_training = stage.training
+    stage.eval()
+    try:
+        board.images(stage.sample_images(batch, count), step)
+    finally:
+        stage.train(was_training)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 def _reduce_means(acc, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:

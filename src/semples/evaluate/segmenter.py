@@ -31,7 +31,7 @@ from semples.engine.device import make_accelerator
 from semples.errors import ConfigError, DataError
 from semples.infer.crf import crf_prob_labels
 from semples.infer.segment import segment_probs
-from semples.metrics import ConfusionMatrix
+from semples.metrics import MEAN_CONVENTION, ConfusionMatrix
 from semples.models.segmenters import load_segmenter
 from semples.runs import RunLayout, write_folder_manifest
 from semples.utils.checkpoint_io import atomic_write_json, atomic_write_text, read_checkpoint
@@ -55,7 +55,8 @@ def _markdown(report: dict, tables: dict[str, str]) -> str:
              f"- checkpoint: `{ck['path']}` (epoch {progress.get('epoch')}, step {progress.get('global_step')}, "
              f"{'finished' if ck.get('finished') else 'UNFINISHED'}), sha256 `{ck['sha256'][:16]}…`",
              f"- model selection: {report['model_selection']}",
-             f"- images: {report['num_images']}; inference: {report['settings']['mode']}", "",
+             f"- images: {report['num_images']}; inference: {report['settings']['mode']}",
+             f"- {MEAN_CONVENTION}", "",
              "| setting | scales | flip | CRF | mIoU | pixel acc. |", "|---|---|---|---|---:|---:|"]
     for name, res in report["results"].items():
         s = report["settings"]["runs"][name]
@@ -201,6 +202,7 @@ def evaluate_segmentation(cfg: Config, checkpoint: str | Path, *, split: str | N
         "dataset": dataset.name, "split": split, "num_images": len(dataset), "classes": names,
         "checkpoint": {k: record[k] for k in ("path", "sha256", "stage", "finished", "progress")},
         "model_selection": "last checkpoint (no ground truth used)",
+        "mean_convention": MEAN_CONVENTION,
         "settings": settings,
         "results": {name: {**s.to_dict(), "confusion_matrix": s.matrix.tolist()} for name, s in scores.items()},
         "predictions": str(out_dir / "predictions") if save_predictions else None,

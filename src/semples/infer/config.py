@@ -22,6 +22,8 @@ class CrfConfig:
     bilateral_srgb: float = 5.0  # appearance kernel: colour width (0..255)
     bilateral_compat: float = 3.0
     iterations: int = 10  # mean-field iterations
+    over: Literal["all", "present"] = "all"  # labels the CRF runs over: all 1 + |image labels| (reference), or
+    # only those present in the seed map (semples before this default; differs on a few boundary pixels)
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class RegionVoteConfig:
     source: Literal["auto", "sam", "superpixels"] = "auto"  # auto: SAM when sam.checkpoint is set, else superpixels
     bg_power: float = 0.7  # p of the background score (1 - max)^p: FMA-WSSS 0.6 coarse / 0.7 fine seeds
     order: Literal["area", "confidence", "area_x_confidence"] = "area"  # painting order key (small -> whole)
-    background_first: bool = True  # paint background-voted regions before foreground ones
+    background_first: bool = False  # paint every background-voted region before the foreground ones (semples'
+    # earlier default); False = METHOD.md's one order for all regions, small/low-confidence to whole/high
 
 
 @dataclass(frozen=True)

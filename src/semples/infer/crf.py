@@ -4,7 +4,8 @@ Two entry points:
 
 - `crf_on_labels`: refines a hard label map, the unary built from the labels ("the label is right with
   probability gt_prob"). This is how seeds become pseudo masks (METHOD.md §1.7); the defaults are the reference
-  values (gt_prob 0.7; Gaussian sxy 4, compat 3; bilateral sxy 83, srgb 5, compat 3; 10 iterations).
+  values (gt_prob 0.7; Gaussian sxy 4, compat 3; bilateral sxy 83, srgb 5, compat 3; 10 iterations), over all
+  1 + |image labels| labels as the reference runs it.
 - `dense_crf_probs`: refines soft class probabilities (segmentation-model post-processing); defaults are the
   values common in WSSS evaluation code (Gaussian sxy 3, compat 3; bilateral sxy 80, srgb 13, compat 10).
 
@@ -121,13 +122,14 @@ def _label_unary(compact: np.ndarray, rows: int, num_labels: int, gt_prob: float
 def crf_on_labels(image: np.ndarray, labels: np.ndarray, num_labels: int, *, gt_prob: float = 0.7,
                   gaussian_sxy: float = 4, gaussian_compat: float = 3, bilateral_sxy: float = 83,
                   bilateral_srgb: float = 5, bilateral_compat: float = 3, iterations: int = 10,
-                  ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
+                  ignore_index: int | None = IGNORE_INDEX, over: str = "all") -> np.ndarray:
     """Dense CRF on a hard label map (unary from labels; METHOD.md §1.7 reference values as defaults).
 
-    Labels may be any subset of 0..num_labels-1: the unary uses `num_labels` for the "wrong label" probability
-    (as the reference does), but inference runs only over the labels present in the map, mapped to a compact
-    range and back. A label absent from the map has the highest energy at every pixel and can never win, so the
-    result equals a CRF over all `num_labels` up to the small share of probability mass those labels would hold.
+    ``over="all"`` (default, the reference recipe): inference runs over all `num_labels` labels (1 + the classes
+    of the image label), so a labelled class that wins no pixel of the seed map can still take boundary pixels
+    where the appearance kernel pulls them to it. ``over="present"`` (semples before 0.2): only the labels present
+    in the map, mapped to a compact range and back — an absent label can never win; it differs from "all" only on
+    such pixels (113 of 1.6 M pixels on 6 photos when it was measured) and is a little faster.
     Pixels equal to `ignore_index` start uniform ("unsure") and receive a label from their neighbours.
 
     Args:
@@ -139,6 +141,7 @@ def crf_on_labels(image: np.ndarray, labels: np.ndarray, num_labels: int, *, gt_
         bilateral_sxy, bilateral_srgb, bilateral_compat: appearance kernel.
         iterations: mean-field iterations.
         ignore_index: label value treated as "unsure" (None: no such value).
+        over: "all" labels or only those "present" in the map.
 
     Returns:
         (H, W) refined labels, same dtype as `labels`; never `ignore_index` unless every pixel was ignored.
@@ -148,6 +151,8 @@ def crf_on_labels(image: np.ndarray, labels: np.ndarray, num_labels: int, *, gt_
         raise ValueError(f"labels must be (H, W), got {labels.shape}")
     if not 0.0 < gt_prob < 1.0:
         raise ValueError(f"gt_prob must be in (0, 1), got {gt_prob}")
+    if over not in ("all", "present"):
+        raise ValueError(f"over must be 'all' or 'present', got {over!r}")
     h, w = labels.shape
     image = _check_image(image, h, w)
     valid = labels != ignore_index if ignore_index is not None else np.ones(labels.shape, bool)
@@ -156,18 +161,19 @@ def crf_on_labels(image: np.ndarray, labels: np.ndarray, num_labels: int, *, gt_
         raise ValueError(f"labels must lie in 0..{num_labels - 1} (or {ignore_index}); found {present.tolist()}")
     if present.size == 0:
         return labels.copy()
-    if present.size == 1:
+    run_over = np.arange(num_labels) if over == "all" else present
+    if run_over.size == 1:
         out = labels.copy()
         out[~valid] = present[0]
         return out
     compact = np.full(labels.shape, -1, dtype=np.int64)
-    compact[valid] = np.searchsorted(present, labels[valid])
-    # energies of the present labels from a num_labels-way unary (the reference's probabilities)
-    unary = _label_unary(compact.ravel(), present.size, num_labels, gt_prob)
+    compact[valid] = np.searchsorted(run_over, labels[valid])
+    # energies of the labels run over from a num_labels-way unary (the reference's probabilities)
+    unary = _label_unary(compact.ravel(), run_over.size, num_labels, gt_prob)
     q = _mean_field(image, unary, iterations=iterations, gaussian_sxy=gaussian_sxy,
                     gaussian_compat=gaussian_compat, bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
                     bilateral_compat=bilateral_compat)
-    return present[np.argmax(q, axis=0)].reshape(h, w).astype(labels.dtype, copy=False)
+    return run_over[np.argmax(q, axis=0)].reshape(h, w).astype(labels.dtype, copy=False)
 
 
 __all__ = ["crf_on_labels", "dense_crf_probs"]

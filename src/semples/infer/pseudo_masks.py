@@ -204,7 +204,7 @@ class PseudoMaskMaker:
                 labels = crf_on_labels(image, labels, classes.size + 1, gt_prob=c.gt_prob,
                                        gaussian_sxy=c.gaussian_sxy, gaussian_compat=c.gaussian_compat,
                                        bilateral_sxy=c.bilateral_sxy, bilateral_srgb=c.bilateral_srgb,
-                                       bilateral_compat=c.bilateral_compat, iterations=c.iterations)
+                                       bilateral_compat=c.bilateral_compat, iterations=c.iterations, over=c.over)
             elif method not in ("crf", "threshold"):
                 raise ConfigError(f"unknown pseudo-mask method {method!r}; valid: crf, region-vote, threshold")
         lut = np.concatenate([[0], classes + 1]).astype(np.uint8)

@@ -12,14 +12,17 @@ present in the image label:
 
 Painting order (``order`` argument; regions that come first are overwritten by later ones where they overlap):
 
-- ``background_first=True`` (default): all regions voted background are painted before all foreground regions.
-  Uncovered pixels are background anyway, so a background region only matters where it overlaps a foreground
-  region, and SAM's largest masks (the whole image, "stuff" around objects) would otherwise erase the objects
-  inside them.
-- within each of those two groups, ``order="area"`` (default) sorts by area ascending, ties by confidence
-  ascending: parts before wholes, so a whole object wins over its own parts ("small/low-confidence to
-  whole/high-confidence"). ``order="confidence"`` sorts by confidence, ties by area; ``order="area_x_confidence"``
-  by area × confidence, ties by area. Remaining ties keep the source's region order (stable sort).
+- ``order="area"`` (default) sorts by area ascending, ties by confidence ascending: parts before wholes, so a
+  whole object wins over its own parts — METHOD.md's "small/low-confidence to whole/high-confidence".
+  ``order="confidence"`` sorts by confidence, ties by area; ``order="area_x_confidence"`` by area × confidence,
+  ties by area. Remaining ties keep the source's region order (stable sort).
+- ``background_first=False`` (default, METHOD.md's order): one sort over all regions, whatever their vote.
+  ``background_first=True`` (the default of semples before; ``pseudo.region_vote.background_first``): all
+  regions voted background are painted before all foreground regions, each group in the order above. Uncovered
+  pixels are background anyway, so a background region only matters where it overlaps a foreground region; with
+  it, SAM's largest masks (the whole image, "stuff" around objects) can never erase the objects inside them.
+  The two orders give the same labels wherever no background-voted region overlaps a foreground-voted one
+  (docs/fma.md).
 
 For a partition (superpixels) regions never overlap, so the order does not change the result.
 
@@ -126,7 +129,7 @@ def vote_scores(means: np.ndarray, bg_power: float = 0.7, eps: float = 1e-6) -> 
 
 
 def paint_order(region_labels: np.ndarray, confidence: np.ndarray, areas: np.ndarray, order: PaintOrder = "area",
-                background_first: bool = True) -> np.ndarray:
+                background_first: bool = False) -> np.ndarray:
     """Indices of the non-empty regions in painting order (see the module docstring for the rule).
 
     Args:
@@ -134,7 +137,7 @@ def paint_order(region_labels: np.ndarray, confidence: np.ndarray, areas: np.nda
         confidence: (N,) winning score.
         areas: (N,) pixels per region.
         order: "area" | "confidence" | "area_x_confidence".
-        background_first: paint all background regions before all foreground regions.
+        background_first: paint all background regions before all foreground regions (default: one order).
     """
     if order not in PAINT_ORDERS:
         raise ValueError(f"unknown paint order {order!r}; valid: {', '.join(PAINT_ORDERS)}")
@@ -153,7 +156,7 @@ def paint_order(region_labels: np.ndarray, confidence: np.ndarray, areas: np.nda
 
 
 def region_vote(cams: np.ndarray, regions: Regions, *, bg_power: float = 0.7, order: PaintOrder = "area",
-                background_first: bool = True) -> RegionVote:
+                background_first: bool = False) -> RegionVote:
     """SAMS region voting for one image.
 
     Args:

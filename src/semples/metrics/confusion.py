@@ -2,6 +2,11 @@
 
 Classes are label values 0..C-1 (0 = background for WSSS datasets). Pixels whose ground truth is the ignore
 index are not counted; predictions outside 0..C-1 count as wrong (a column that belongs to no class).
+
+One convention for every mean (`MEAN_CONVENTION`, printed with every table): mIoU, mean precision and mean recall
+are means over the same classes — those present in the ground truth or in the prediction; a class absent from
+both is left out. Inside that set a ratio with nothing to divide by counts as a full error (0), as its IoU does:
+precision of a class that is never predicted, recall of a class predicted but absent from the ground truth.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 IGNORE_INDEX = 255
+MEAN_CONVENTION = ("mIoU, mean precision and mean recall: means over the classes present in the ground truth or "
+                   "the prediction (a class absent from both is left out; precision of a class never predicted and "
+                   "recall of a class predicted but absent from the ground truth count as 0)")
 
 
 class ConfusionMatrix:
@@ -72,11 +80,13 @@ class ConfusionMatrix:
 
 @dataclass
 class SegmentationScores:
-    """Per-class IoU / precision / recall, their means over classes present in ground truth or prediction.
+    """Per-class IoU / precision / recall, their means over classes present in ground truth or prediction
+    (`MEAN_CONVENTION`).
 
     Attributes:
-        iou, precision, recall: (C,) with NaN for classes absent from both ground truth and prediction.
-        miou: mean IoU over classes that are not NaN.
+        iou, precision, recall: (C,) with NaN for classes absent from both ground truth and prediction (and 0 for a
+            precision or recall with nothing to divide by among the others).
+        miou: mean IoU over classes that are not NaN; `mean_precision` / `mean_recall` over the same classes.
         pixel_accuracy: correctly labelled pixels / counted pixels.
         bg_false_positive_rate: share of background pixels labelled as some class (WSSS leakage), if C > 1.
         class_names: names for tables.
@@ -101,9 +111,10 @@ class SegmentationScores:
         pred = m.sum(0)
         union = gt + pred - tp
         with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
-            precision = np.where(pred > 0, tp / pred, np.where(gt > 0, 0.0, np.nan))
-            recall = np.where(gt > 0, tp / gt, np.nan)
+            counted = union > 0  # present in the ground truth or the prediction
+            iou = np.where(counted, tp / union, np.nan)
+            precision = np.where(pred > 0, tp / pred, np.where(counted, 0.0, np.nan))
+            recall = np.where(gt > 0, tp / gt, np.where(counted, 0.0, np.nan))
         total = gt.sum()
         names = class_names or [str(i) for i in range(len(m))]
         bg_fp = float((m[0].sum() - m[0, 0]) / m[0].sum()) if m[0].sum() > 0 else float("nan")
@@ -112,13 +123,25 @@ class SegmentationScores:
                    pixel_accuracy=float(tp.sum() / total) if total > 0 else float("nan"),
                    bg_false_positive_rate=bg_fp, class_names=list(names), matrix=m.astype(np.int64))
 
+    @property
+    def mean_precision(self) -> float:
+        """Mean precision over the classes of the mIoU (`MEAN_CONVENTION`)."""
+        return float(np.nanmean(self.precision)) if np.isfinite(self.precision).any() else float("nan")
+
+    @property
+    def mean_recall(self) -> float:
+        """Mean recall over the classes of the mIoU (`MEAN_CONVENTION`)."""
+        return float(np.nanmean(self.recall)) if np.isfinite(self.recall).any() else float("nan")
+
     def to_dict(self) -> dict:
         """JSON-ready: NaN becomes None."""
         def clean(x):
             return None if x is None or not np.isfinite(x) else float(x)
 
         return {
-            "miou": clean(self.miou), "pixel_accuracy": clean(self.pixel_accuracy),
+            "miou": clean(self.miou), "mean_precision": clean(self.mean_precision),
+            "mean_recall": clean(self.mean_recall), "mean_convention": MEAN_CONVENTION,
+            "pixel_accuracy": clean(self.pixel_accuracy),
             "bg_false_positive_rate": clean(self.bg_false_positive_rate),
             "per_class": {name: {"iou": clean(i), "precision": clean(p), "recall": clean(r)}
                           for name, i, p, r in zip(self.class_names, self.iou, self.precision, self.recall)},
@@ -133,8 +156,8 @@ class SegmentationScores:
         lines += ["| class | IoU | precision | recall |", "|---|---:|---:|---:|"]
         for name, i, p, r in zip(self.class_names, self.iou, self.precision, self.recall):
             lines.append(f"| {name} | {pct(i)} | {pct(p)} | {pct(r)} |")
-        lines.append(f"| **mean** | **{pct(self.miou)}** | {pct(np.nanmean(self.precision))} | "
-                     f"{pct(np.nanmean(self.recall))} |")
+        lines.append(f"| **mean** | **{pct(self.miou)}** | {pct(self.mean_precision)} | "
+                     f"{pct(self.mean_recall)} |")
         lines += ["", f"pixel accuracy {pct(self.pixel_accuracy)}%, background false-positive rate "
-                      f"{pct(self.bg_false_positive_rate)}%"]
+                      f"{pct(self.bg_false_positive_rate)}%", "", f"{MEAN_CONVENTION[0].upper()}{MEAN_CONVENTION[1:]}."]
         return "\n".join(lines) + "\n"

@@ -192,8 +192,7 @@ class SweepResult:
         rows = []
         for t, s in zip(self.thresholds, self.scores):
             with np.errstate(all="ignore"):
-                prec = np.nanmean(s.precision) if np.isfinite(s.precision).any() else float("nan")
-                rec = np.nanmean(s.recall) if np.isfinite(s.recall).any() else float("nan")
+                prec, rec = s.mean_precision, s.mean_recall  # over the mIoU's classes (metrics.confusion)
             rows.append({"threshold": float(t), "miou": clean(s.miou), "mean_precision": clean(prec),
                          "mean_recall": clean(rec), "pixel_accuracy": clean(s.pixel_accuracy),
                          "bg_false_positive_rate": clean(s.bg_false_positive_rate)})

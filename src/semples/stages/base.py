@@ -25,6 +25,22 @@ if TYPE_CHECKING:
     from semples.config import Config
     from semples.data.base import ClassTable
 
+def denormalize(images: torch.Tensor, norm: str = "imagenet") -> torch.Tensor:
+    """Normalised images back to [0, 1] (for pictures). Shape: (N, 3, H, W)."""
+    from semples.data.transforms import denormalize as _denormalize
+
+    return _denormalize(images.float().cpu(), norm).clamp(0, 1)
+
+
+def colour_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Label maps in the VOC palette (255 = ignore in its palette colour). Shape: (N, H, W) -> (N, 3, H, W) in
+    [0, 1]."""
+    from semples.data.io import voc_colormap
+
+    palette = torch.from_numpy(voc_colormap()).float() / 255.0
+    return palette[labels.long().cpu().clamp(0, 255)].permute(0, 3, 1, 2)
+
+
 # what every stage's result depends on, besides its own section and its `depends_on` keys
 TRAINING_KEYS = ("seed", "deterministic", "mixed_precision", "data")
 
@@ -156,6 +172,28 @@ class Stage(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         zero = sum((p.sum() * 0.0 for p in params), torch.zeros(()))
         return zero
+
+    @torch.no_grad()
+    def sample_images(self, batch: dict, count: int = 4) -> dict[str, torch.Tensor]:
+        """A few pictures of what the stage learns, for TensorBoard (the engine calls it once per epoch, in eval
+        mode): the images and, for stages with a mask generator, its CAM (max over the labelled classes).
+
+        Shape: each value (N, 3, H, W) float in [0, 1].
+        """
+        images = batch["image"][:count]
+        out = {"image": denormalize(images)}
+        generator = getattr(self, "mask_generator", None) or self._frozen.get("mask_generator")
+        if generator is None or "labels" not in batch:
+            return out
+        from semples.models.mask_generators import run_generator
+
+        labels = batch["labels"][:count]
+        result = run_generator(generator, images, labels)
+        cams = result.to_image_size(result.cam.float()) * labels[:, :, None, None]
+        peak = cams.flatten(2).amax(-1).clamp_min(1e-6)[:, :, None, None]
+        heat = (cams / peak).amax(1, keepdim=True).clamp(0, 1)
+        out["cam"] = 0.5 * out["image"] + 0.5 * torch.cat([heat, torch.zeros_like(heat), 1 - heat], 1)
+        return out
 
     def describe(self) -> dict:
         """What trains, what is frozen, which losses — recorded in each run's manifest."""

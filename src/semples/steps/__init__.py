@@ -11,12 +11,28 @@
     segment       steps.segment.train    the final model; .evaluate: its evaluation           train-seg, eval-seg
     figures       steps.figures.run      sample grids                                         semples figures
     data          steps.data.check / .export_masks                                            semples data
+    predict       steps.predict.run      a trained model on a user's own images               semples predict
+    export        steps.export.run       label PNGs -> COCO RLE json, VOC test-server RGB, index semples export
 
 Steps raise `semples.errors.SemplesError` subclasses with their own message; `semples.cli` prints them, `semples
 run` (`semples.pipeline`), `semples demo` and the benchmarks call these functions directly, so an error reaches the
 user with its type, message and traceback intact.
 """
 
-from semples.steps import caa, cams, clip_cams, data, figures, masks, pseudo_masks, seeds, segment, train
+from semples.steps import (
+    caa,
+    cams,
+    clip_cams,
+    data,
+    export,
+    figures,
+    masks,
+    predict,
+    pseudo_masks,
+    seeds,
+    segment,
+    train,
+)
 
-__all__ = ["caa", "cams", "clip_cams", "data", "figures", "masks", "pseudo_masks", "seeds", "segment", "train"]
+__all__ = ["caa", "cams", "clip_cams", "data", "export", "figures", "masks", "predict", "pseudo_masks", "seeds",
+           "segment", "train"]

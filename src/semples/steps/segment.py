@@ -36,11 +36,14 @@ log = logging.getLogger(__name__)
 STAGE_NAME = SegmentStage.name
 
 
-def training_config_dict(cfg: Config, pseudo_masks: str | Path, split: str) -> dict:
-    """What a segment checkpoint records as its config (and what resume compares); `split` = the training images."""
+def training_config_dict(cfg: Config, pseudo_masks: str | Path, split: str, classes=None) -> dict:
+    """What a segment checkpoint records as its config (and what resume compares); `split` = the training images,
+    `classes` = the foreground class names (label k + 1 = classes[k])."""
     out = SegmentStage.recorded_config(cfg)
     out["pseudo_masks"] = str(Path(pseudo_masks).resolve())
     out["pseudo_masks_split"] = split
+    if classes is not None:  # what `semples predict` names the model's outputs with
+        out["classes"] = list(classes)
     return out
 
 
@@ -90,8 +93,10 @@ def train(cfg: Config, pseudo_masks: str | Path, *, run_dir: str | Path | None =
     data = TransformedDataset(dataset, SegTrainTransform(seg.transform), seed=cfg.seed, with_mask=True)
     result = train_stage(built.stage, data, seg, run_dir=run_dir, accelerator=acc, seed=cfg.seed,
                          num_workers=cfg.data.num_workers, log_every=cfg.log_every,
-                         config_dict=training_config_dict(cfg, pseudo_masks, split), config_yaml=dump_config(cfg),
-                         inputs=inputs, resume=resume, force=force)
+                         config_dict=training_config_dict(cfg, pseudo_masks, split, base.classes.names),
+                         config_yaml=dump_config(cfg),
+                         inputs=inputs, resume=resume, force=force, tensorboard=cfg.log.tensorboard,
+                         sample_images=cfg.log.sample_images)
     for line in bad_items_report(dataset):
         log.warning("skipped: %s", line)
     return result

@@ -90,7 +90,8 @@ class TrainingSession:
         result = train_stage(
             built.stage, data, stage_cfg, run_dir=run_dir, accelerator=self.accelerator, seed=cfg.seed,
             num_workers=cfg.data.num_workers, log_every=cfg.log_every, config_dict=cls.recorded_config(cfg),
-            config_yaml=dump_config(cfg), inputs=built.inputs, resume=resume, force=force)
+            config_yaml=dump_config(cfg), inputs=built.inputs, resume=resume, force=force,
+            tensorboard=cfg.log.tensorboard, sample_images=cfg.log.sample_images)
         self.results[folder or stage_name] = result
         bad = bad_items_report(self.dataset)
         if bad and self.accelerator.is_main_process:

@@ -15,6 +15,8 @@ EXTRAS: dict[str, tuple[str, str, str]] = {
     "cv2": ("opencv-python-headless", "infer", "SAM mask post-processing"),
     "pycocotools": ("pycocotools", "data", "COCO datasets"),
     "segment_anything": ("segment-anything", "sam", "SAM regions"),
+    "transformers": ("transformers", "hf", "Mask2Former (segment.model.arch: mask2former)"),
+    "tensorboard": ("tensorboard", "tensorboard", "TensorBoard logs (log.tensorboard: true)"),
 }
 
 

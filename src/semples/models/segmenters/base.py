@@ -3,9 +3,13 @@ random).
 
 A `SegmentationModel` maps normalised images (B, 3, H, W) of any size to per-pixel class logits (B, C, H, W)
 at the input's size, C = K foreground classes + background (label value c = channel c). Inside, each model
-computes logits on a coarser grid (`output_stride`) and upsamples them bilinearly; patch-based models pad the
-input to a multiple of their patch size and crop the result, so every output pixel stays aligned with its input
-pixel.
+computes logits on a coarser grid (`output_stride`) and upsamples them bilinearly; models that need it pad the
+input to a multiple of their stride or patch size (`size_multiple`) and crop the result, so every output pixel
+stays aligned with its input pixel. `loss(images, masks)` is the model's training loss on (pseudo) masks:
+per-pixel cross-entropy by default; Mask2Former brings its own (matching + mask and class losses).
+
+Backbone weights come from one of three places: ImageNet weights by (timm / SMP / HF hub) name, an explicit file
+(`load_backbone_file`), or random with a warning.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class SegmentationModel(nn.Module, abc.ABC):
     size_multiple: int = 1
     source: dict
     channels_last_inference: bool = False
+    backbone_prefix: str = ""  # name of the backbone submodule (its parameters can get their own lr)
 
     @abc.abstractmethod
     def forward_grid(self, images: torch.Tensor) -> torch.Tensor:
@@ -57,8 +62,19 @@ class SegmentationModel(nn.Module, abc.ABC):
         if self.channels_last_inference and not torch.is_grad_enabled():
             padded = padded.contiguous(memory_format=torch.channels_last)
         logits = self.forward_grid(padded)
-        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        if logits.shape[-2:] != padded.shape[-2:]:
+            logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :h, :w]
+
+    def loss(self, images: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> dict[str, torch.Tensor]:
+        """The training loss on (pseudo) masks: {"loss": total, "<part>_loss": ...}.
+
+        Shape: images (B, 3, H, W) normalised; masks (B, H, W) int64 labels in 0..C-1 or `ignore_index`.
+        """
+        from semples.losses.segmentation import segmentation_cross_entropy
+
+        loss = segmentation_cross_entropy(self(images), masks, ignore_index)
+        return {"loss": loss, "ce_loss": loss}
 
 
 def create_timm_backbone(name: str, *, pretrained: bool, checkpoint: str | None, kwargs: dict | None = None,
@@ -100,8 +116,45 @@ def create_timm_backbone(name: str, *, pretrained: bool, checkpoint: str | None,
     return model
 
 
+def load_backbone_file(module: nn.Module, path: str, *, what: str = "backbone") -> None:
+    """Loads an explicit weights file into a backbone (``segment.model.backbone_checkpoint``).
+
+    Accepts a plain state dict or one wrapped under "state_dict" / "model" / "module", with or without a
+    "module." / "model." / "encoder." / "backbone." prefix; classifier keys that a feature backbone lacks (fc,
+    head, classifier) are dropped. Every backbone weight must be in the file with the right shape.
+
+    Raises:
+        WeightsError: missing/unreadable file, or weights that do not fit (the message names the first key).
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise WeightsError(f"{path}: cannot load as {what} weights ({type(e).__name__}: {e})") from e
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: cannot load as {what} weights (not a state dict of tensors)")
+    own = module.state_dict()
+    for prefix in ("module.", "model.", "encoder.", "backbone."):
+        if not any(k in own for k in state) and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    heads = ("fc.", "head.", "classifier.", "head_dist.", "pre_logits.")
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(heads)}
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    bad = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if missing or unexpected or bad:
+        detail = (f"{bad[0]} is {tuple(state[bad[0]].shape)} in the file, {tuple(own[bad[0]].shape)} here" if bad
+                  else f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise WeightsError(f"{path}: cannot load as {what} weights: they do not fit ({detail})")
+    module.load_state_dict(state, strict=False)
+
+
 def weights_source(name: str, pretrained: bool, checkpoint: str | None) -> dict:
     """How the backbone was initialised, for the run manifest."""
     if checkpoint:
         return {"backbone": name, "weights": "file", "path": str(checkpoint)}
-    return {"backbone": name, "weights": "imagenet (timm)" if pretrained else "random"}
+    return {"backbone": name, "weights": "imagenet" if pretrained else "random"}

@@ -75,7 +75,8 @@ class MaskTransformerDecoder(nn.Module):
 
 
 class Segmenter(SegmentationModel):
-    """A timm ViT encoder (dynamic image size) + a decoder over its patch tokens.
+    """A timm ViT encoder (dynamic image size) + a decoder over its patch tokens (WeakTr's final model; kept here
+    because neither segmentation_models_pytorch nor HF transformers has Segmenter).
 
     Args:
         vit: a timm VisionTransformer built with ``num_classes=0, dynamic_img_size=True``.
@@ -93,6 +94,7 @@ class Segmenter(SegmentationModel):
         self.size_multiple = self.patch_size
         self.num_prefix_tokens = int(getattr(vit, "num_prefix_tokens", 1))
         self.source = {}
+        self.backbone_prefix = "encoder"
 
     def forward_grid(self, images: torch.Tensor) -> torch.Tensor:
         grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
@@ -101,9 +103,10 @@ class Segmenter(SegmentationModel):
 
 
 def _vit(cfg, quiet: bool) -> tuple[nn.Module, str]:
-    name = cfg.backbone or "deit_small_patch16_224"
-    vit = create_timm_backbone(name, pretrained=cfg.pretrained, checkpoint=cfg.backbone_checkpoint,
-                               kwargs=cfg.backbone_kwargs, quiet=quiet, num_classes=0, dynamic_img_size=True,
+    name = cfg.encoder or "deit_small_patch16_224"
+    vit = create_timm_backbone(name.removeprefix("tu-"), pretrained=cfg.pretrained,
+                               checkpoint=cfg.backbone_checkpoint, kwargs=cfg.encoder_kwargs, quiet=quiet,
+                               num_classes=0, dynamic_img_size=True,
                                drop_path_rate=cfg.drop_path)
     if not hasattr(vit, "patch_embed") or not hasattr(vit, "forward_features"):
         raise WeightsError(f"Segmenter needs a timm ViT backbone (e.g. deit_small_patch16_224), got {name}")
@@ -111,7 +114,7 @@ def _vit(cfg, quiet: bool) -> tuple[nn.Module, str]:
 
 
 def build_segmenter_linear(cfg, num_classes: int, quiet: bool = False) -> Segmenter:
-    """Segmenter with a linear decoder from a `SegmenterConfig` (`backbone` defaults to DeiT-S/16)."""
+    """Segmenter with a linear decoder from a `SegmenterConfig` (`encoder` defaults to DeiT-S/16)."""
     vit, name = _vit(cfg, quiet)
     model = Segmenter(vit, LinearDecoder(vit.embed_dim, num_classes, cfg.dropout), num_classes)
     model.source = weights_source(name, cfg.pretrained, cfg.backbone_checkpoint)
