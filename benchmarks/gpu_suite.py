@@ -125,9 +125,9 @@ class Sizes:
 TINY = Sizes(clip_arch="tiny-clip", generator_kwargs={"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 64},
              batch=4, image=64, steps=2, warmup=1, cam_images=2, cam_warmup=1, cam_size=(48, 64), cam_workers=0,
              sam="tiny", sam_points=4, sam_images=1, sam_size=(40, 56),
-             seg_kwargs={"backbone": "resnet18", "decoder_channels": 16, "low_level_channels": 8,
-                         "backbone_kwargs": {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128],
-                                             "stem_width": 16}},
+             seg_kwargs={"encoder": "tu-resnet18", "decoder_channels": 16,
+                         "encoder_kwargs": {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128],
+                                            "stem_width": 16}},
              seg_batch=2, seg_size=32, seg_steps=1)
 
 
@@ -363,7 +363,7 @@ def seg_section(env: Env) -> dict:
     masks = torch.randint(0, 21, (s.seg_batch, s.seg_size, s.seg_size), generator=g)
     masks[:, :8] = 255  # some ignored pixels, as crop padding gives
     batch = {"image": images, "mask": masks.to(env.device)}
-    res = {"model": "deeplabv3plus " + (s.seg_kwargs.get("backbone") or "resnet101"), "batch": s.seg_batch,
+    res = {"model": "deeplabv3plus (SMP) " + (s.seg_kwargs.get("encoder") or "tu-resnet101"), "batch": s.seg_batch,
            "size": s.seg_size}
     for variant in ("contiguous", "channels_last"):
         torch.manual_seed(0)
