@@ -8,6 +8,8 @@ RANDOM weights.
                          (stage classify's pass) and `semples cams`-style inference on one 480x640 view + flip
   channels-last-deeplab  DeepLabV3+ ResNet-101: forward + backward at batch 2 x 512 (train-seg) and inference on
                          one 512x512 image + flip (eval-seg)
+  channels-last-shipped  inference as the code ships it (ResNet CAM seeds, DeepLabV3+ evaluation: NHWC input)
+                         against the NCHW forward it replaced (the A of the two lines above is already NHWC there)
   compile-clip           CLIP ViT-B/32 (custom blocks): image tower forward + backward-to-input on 24 images (the
                          match step's CLIP pass) and text forward + backward of 10 prompts (stage prompt), eager
                          against `clip.compile: default` (the first compiled call's time is printed apart)
@@ -99,6 +101,49 @@ def measure_deeplab(args) -> dict:
                          lambda m, x: m(x), args.pairs)
 
 
+def measure_shipped(args) -> dict:
+    """What the code ships against the NCHW forward it replaced, at inference: ResNet CAM seeds (NHWC input under
+    inference mode) and evaluation of DeepLabV3+ (`channels_last_inference`). A = NCHW: ResNet under no_grad (the
+    NHWC switch keys on inference mode), DeepLab with the switch off; B = the default code path."""
+    from semples.config import GeneratorConfig, SegmenterConfig
+    from semples.models.mask_generators import build_generator
+    from semples.models.segmenters import build_segmenter
+
+    torch.manual_seed(0)
+    gen = build_generator(GeneratorConfig(name="resnet_cam", backbone="resnet50", pretrained=False), 20,
+                          quiet=True).eval()
+    x = torch.randn(1, 3, 480, 640)
+    x2 = torch.cat([x, x.flip(-1)])
+
+    def resnet(mode):
+        def run():
+            with mode():
+                _ = gen(x2).cam
+        return run
+
+    torch.manual_seed(0)
+    seg = build_segmenter(SegmenterConfig(pretrained=False), 21, quiet=True).eval()
+    y = torch.randn(1, 3, 512, 512)
+    y2 = torch.cat([y, y.flip(-1)])
+
+    def deeplab(nhwc: bool):
+        def run():
+            seg.channels_last_inference = nhwc
+            with torch.no_grad():
+                seg(y2)
+            seg.channels_last_inference = True
+        return run
+
+    with torch.no_grad():
+        nchw = gen(x2).cam
+    with torch.inference_mode():
+        assert torch.allclose(gen(x2).cam, nchw, atol=1e-4)
+    return {"resnet": ab("ResNet-50 CAM seeds (1, 3, 480, 640) + flip, NCHW -> shipped",
+                         resnet(torch.no_grad), resnet(torch.inference_mode), args.pairs),
+            "deeplab": ab("DeepLabV3+ R101 eval (1, 3, 512, 512) + flip, NCHW -> shipped",
+                          deeplab(False), deeplab(True), args.pairs)}
+
+
 def measure_compile(args) -> dict:
     from semples.config import ClipConfig
     from semples.models.clip import PromptTextEncoder, load_clip
@@ -138,7 +183,8 @@ def measure_compile(args) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--what", nargs="+", default=["channels-last-resnet", "channels-last-deeplab", "compile-clip"],
-                    choices=["channels-last-resnet", "channels-last-deeplab", "compile-clip"])
+                    choices=["channels-last-resnet", "channels-last-deeplab", "channels-last-shipped",
+                             "compile-clip"])
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -148,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{torch.get_num_threads()}, fp32, load {read_load()}")
     for what in args.what:
         {"channels-last-resnet": measure_resnet, "channels-last-deeplab": measure_deeplab,
-         "compile-clip": measure_compile}[what](args)
+         "channels-last-shipped": measure_shipped, "compile-clip": measure_compile}[what](args)
     print(f"load after: {read_load()}")
 
 
