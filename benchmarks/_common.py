@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,24 @@ class Timings:
 
     def total(self) -> float:
         return float(sum(self.data.values()))
+
+
+def timed_call(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call of `fn`.
+
+    On a shared machine the CPU time is the steadier figure: other jobs' load stretches the wall time (threads
+    wait to be scheduled, OpenMP barriers stall) but not the work this process does. With one torch thread
+    the two agree when the machine is quiet.
+    """
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def ratio_stats(num: list[float], den: list[float]) -> str:
+    """'median M (range LO-HI)' of num[i] / den[i]."""
+    r = [a / b for a, b in zip(num, den)]
+    return f"median {float(np.median(r)):.2f} (range {min(r):.2f}-{max(r):.2f})"
 
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom (scipy is not a dependency)

@@ -199,7 +199,8 @@ def _measure_pseudo(args: argparse.Namespace, method: str, superpixels: str | No
         subprocess.run(cmd, check=True, capture_output=True, env=os.environ.copy())
         wall = time.perf_counter() - t0
         manifest = json.loads((Path(out) / "manifest.json").read_text())
-    written, loop_s, workers = manifest["counts"]["written"], manifest["seconds"], manifest["workers"]
+    written = manifest["counts"]["written_this_run"]
+    loop_s, workers = manifest["last_run"]["seconds"], manifest["last_run"]["compute_processes"]
     label = method + (f" ({superpixels})" if superpixels else "")
     return {
         "what": label, "images": written, "seconds": wall, "images_per_second": written / wall,

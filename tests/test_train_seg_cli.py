@@ -115,6 +115,20 @@ def test_eval_seg_with_crf(trained, tmp_path):
     assert report["settings"]["runs"]["multi_scale_crf"]["crf_params"] == {"iterations": 2}
 
 
+def test_eval_crf_in_worker_processes_gives_the_same_bytes(trained, tmp_path):
+    pytest.importorskip("pydensecrf.densecrf")
+    common = ["--checkpoint", str(trained), "--split", "train", "--crf", "--save-predictions", "--set",
+              "segment.eval.crf_params={iterations: 2}", "--set", "segment.eval.scales=[1.0]"]
+    assert main(["eval-seg", *common, "--out", str(tmp_path / "one"), "--set", "segment.eval.crf_workers=1"]) == 0
+    assert main(["eval-seg", *common, "--out", str(tmp_path / "two")]) == 0  # the default: 2 processes
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert (one["crf_processes"], two["crf_processes"], two["num_images"]) == (1, 2, 8)
+    assert one["results"] == two["results"]
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "predictions").rglob("*.png"))
+    assert len(files) == 3 * 8
+    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)
+
+
 def test_missing_pseudo_mask_is_a_one_line_error(tmp_path, pseudo_masks, capsys):
     partial = tmp_path / "partial"
     partial.mkdir()

@@ -45,6 +45,7 @@ class ClipConfig:
     block_type: Literal["custom", "default"] = "custom"  # "custom" = SDPA attention (same weights, faster)
     cache_dir: str | None = None  # where open_clip looks for downloaded weights
     class_template: str = "a photo of {}."  # text t_k for u^f (the class name fills {})
+    compile: Literal["default", "reduce-overhead", "max-autotune"] | None = None  # torch.compile the towers
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,8 @@ class SegmenterConfig:
     # Mask2FormerConfig (backbone_config: a Swin config); {} = HF's defaults (Swin-B-sized)
     hf_weights: str | None = None  # mask2former: HF hub id or local folder of a Mask2Former or Swin checkpoint
     sync_bn: bool = True  # BatchNorm statistics over all GPUs when training on several (CUDA only)
+    channels_last: bool | None = None  # train in channels_last memory format (unset = off); evaluation of
+    # convolutional models always runs channels_last
 
     @property
     def name(self) -> str:
@@ -285,6 +288,7 @@ class SegEvalConfig:
     stride: int = 341  # slide: window step
     crf: bool = False  # dense-CRF post-processing of the multi-scale probabilities (semples.infer.crf)
     crf_params: dict[str, int | float] = field(default_factory=dict)  # for dense_crf_probs (its defaults if empty)
+    crf_workers: int = 2  # processes running the CRF (CPU-bound) while the model runs in this one; <= 1: in process
     save_predictions: bool = False  # write label PNGs (the pseudo-mask format) of every evaluated setting
 
     def __post_init__(self) -> None:
@@ -295,6 +299,8 @@ class SegEvalConfig:
             raise ConfigError(f"segment.eval.scales must be a non-empty list of positive factors, got {self.scales}")
         if not 0 < self.stride <= self.crop_size:
             raise ConfigError(f"segment.eval.stride must be in 1..crop_size ({self.crop_size}), got {self.stride}")
+        if self.crf_workers < 0:
+            raise ConfigError(f"segment.eval.crf_workers must be >= 0, got {self.crf_workers}")
 
 
 @dataclass(frozen=True)

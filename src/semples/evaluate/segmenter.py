@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,8 @@ from semples.data.io import write_mask_png
 from semples.data.transforms import normalize, to_tensor
 from semples.engine.device import make_accelerator
 from semples.errors import ConfigError, DataError
-from semples.infer.segment import crf_refine, segment_probs
+from semples.infer.crf import crf_prob_labels
+from semples.infer.segment import segment_probs
 from semples.metrics import MEAN_CONVENTION, ConfusionMatrix
 from semples.models.segmenters import load_segmenter
 from semples.runs import RunLayout, write_folder_manifest
@@ -142,26 +146,54 @@ def evaluate_segmentation(cfg: Config, checkpoint: str | Path, *, split: str | N
     indices = range(acc.process_index, len(dataset), acc.num_processes)
     start = time.perf_counter()
     bar = tqdm(indices, desc=f"eval {split}", unit="img", disable=not acc.is_main_process, dynamic_ncols=True)
-    for i in bar:
-        image = dataset.load_image(i).convert("RGB")
-        gt = dataset.load_mask(i)
-        x = normalize(to_tensor(image), norm)[None].to(acc.device)
-        probs = {}
-        with acc.autocast():
-            for name, run in runs.items():
-                if run["crf"]:
-                    continue
-                probs[name] = segment_probs(model, x, scales=run["scales"], flip=run["flip"], mode=ev.mode,
-                                            crop_size=ev.crop_size, stride=ev.stride)[0]
-        preds = {name: p.argmax(0).to(torch.uint8).cpu().numpy() for name, p in probs.items()}
-        if crf:
-            refined = crf_refine(np.asarray(image), probs[MULTI_SCALE].cpu().numpy(), ev.crf_params)
-            preds[f"{MULTI_SCALE}_crf"] = refined.argmax(0).astype(np.uint8)
-        for name, pred in preds.items():
-            matrices[name].update(pred, gt)
-            if save_predictions:
-                write_mask_png(out_dir / "predictions" / name / f"{dataset.ids[i]}.png", pred)
-    bar.close()
+
+    def keep(i: int, name: str, pred: np.ndarray, gt: np.ndarray) -> None:
+        matrices[name].update(pred, gt)
+        if save_predictions:
+            write_mask_png(out_dir / "predictions" / name / f"{dataset.ids[i]}.png", pred)
+
+    # the CRF (CPU-bound, ~1-2 s per image) runs in worker processes while the model runs here on the next images;
+    # results are taken in order, a bounded number behind (the confusion matrices are sums: order-free anyway)
+    workers = ev.crf_workers if crf and ev.crf_workers > 1 and len(indices) >= 4 * ev.crf_workers else 0
+    crf_name = f"{MULTI_SCALE}_crf"
+    pool = None
+    if workers:  # spawn: no fork after torch/OpenMP threads (or CUDA) have started
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    waiting: deque[tuple[int, np.ndarray, Future]] = deque()
+
+    def collect(limit: int) -> None:
+        while len(waiting) > limit:
+            i, gt, fut = waiting.popleft()
+            keep(i, crf_name, fut.result(), gt)
+
+    try:
+        for i in bar:
+            image = dataset.load_image(i).convert("RGB")
+            gt = dataset.load_mask(i)
+            x = normalize(to_tensor(image), norm)[None].to(acc.device)
+            probs = {}
+            with acc.autocast():
+                for name, run in runs.items():
+                    if run["crf"]:
+                        continue
+                    probs[name] = segment_probs(model, x, scales=run["scales"], flip=run["flip"], mode=ev.mode,
+                                                crop_size=ev.crop_size, stride=ev.stride)[0]
+            for name, p in probs.items():
+                keep(i, name, p.argmax(0).to(torch.uint8).cpu().numpy(), gt)
+            if crf:
+                image_np, probs_np = np.asarray(image), probs[MULTI_SCALE].float().cpu().numpy()
+                if pool is None:
+                    keep(i, crf_name, crf_prob_labels(image_np, probs_np, ev.crf_params), gt)
+                else:
+                    waiting.append((i, gt, pool.submit(crf_prob_labels, image_np, probs_np, dict(ev.crf_params))))
+                    collect(2 * workers)
+        collect(0)
+    finally:
+        for _, _, fut in waiting:
+            fut.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     elapsed = time.perf_counter() - start
     for cm in matrices.values():
         cm.reduce_across_processes()
@@ -174,7 +206,7 @@ def evaluate_segmentation(cfg: Config, checkpoint: str | Path, *, split: str | N
         "settings": settings,
         "results": {name: {**s.to_dict(), "confusion_matrix": s.matrix.tolist()} for name, s in scores.items()},
         "predictions": str(out_dir / "predictions") if save_predictions else None,
-        "processes": acc.num_processes, "seconds": elapsed,
+        "processes": acc.num_processes, "crf_processes": (workers or 1) if crf else None, "seconds": elapsed,
         "images_per_s": len(indices) * acc.num_processes / max(elapsed, 1e-9),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

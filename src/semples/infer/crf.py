@@ -88,6 +88,17 @@ def dense_crf_probs(image: np.ndarray, probs: np.ndarray, *, iterations: int = 1
     return q.reshape(c, h, w)
 
 
+def crf_prob_labels(image: np.ndarray, probs: np.ndarray, params: dict | None = None) -> np.ndarray:
+    """(H, W) uint8 labels: the argmax of `dense_crf_probs` (keyword arguments `params`) on (C, H, W) `probs`.
+
+    What evaluation with CRF keeps of each image; a module-level function without torch, so that worker processes
+    (`semples.evaluate.segmenter`) run it and start in a second. The same call in or out of a worker: same bytes.
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    return np.asarray(dense_crf_probs(image, probs, **(params or {}))).argmax(0).astype(np.uint8)
+
+
 def _label_unary(compact: np.ndarray, rows: int, num_labels: int, gt_prob: float) -> np.ndarray:
     """Unary energies from a label map: the label holds with probability gt_prob, the other num_labels - 1
     labels share 1 - gt_prob (pydensecrf's ``unary_from_labels(..., zero_unsure=False)`` values).

@@ -65,6 +65,7 @@ class FrozenCLIP(nn.Module):
         self.requires_grad_(False)
         super().train(False)
         self._text_cache: dict[tuple, torch.Tensor] = {}
+        self.causal_text = _is_causal_mask(self._text.attn_mask, self.context_length)
 
     def train(self, mode: bool = True) -> FrozenCLIP:
         """Always eval: CLIP is frozen (dropout and similar stay off)."""
@@ -109,18 +110,31 @@ class FrozenCLIP(nn.Module):
         """Token embeddings (N, T, token_width) of ids (N, T)."""
         return self._text.token_embedding(token_ids.to(self._text.token_embedding.weight.device))
 
-    def encode_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+    def encode_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor, length: int | None = None
+                          ) -> torch.Tensor:
         """Runs token embeddings through the text transformer; the feature is read at `eot_index`.
 
         This is open_clip's `encode_text` from the token-embedding step on, so learnable prompt vectors can
-        stand where token embeddings would.
+        stand where token embeddings would. Under the causal mask of CLIP's text tower no position sees a later
+        one, so the sequences are run only up to the last EOT (``length`` positions): the EOT features are those
+        of the full-length pass (the padding after EOT is never read), at a fraction of the cost. Towers without a
+        causal mask always run the full length.
 
-        Shape: embeddings (N, context_length, token_width); eot_index (N,) int. Returns (N, embed_dim).
+        Shape: embeddings (N, T, token_width), T <= context_length; eot_index (N,) int. Returns (N, embed_dim).
+
+        Args:
+            length: positions to run, > max(eot_index); default ``max(eot_index) + 1`` (reading it syncs the
+                device: callers that know it pass it). Ignored by non-causal towers.
         """
         text = self._text
         cast_dtype = text.transformer.get_cast_dtype()
-        x = embeddings.to(cast_dtype) + text.positional_embedding.to(cast_dtype)
-        x = text.transformer(x, attn_mask=text.attn_mask)
+        mask = text.attn_mask
+        if self.causal_text:
+            t = int(eot_index.max()) + 1 if length is None else int(length)
+            embeddings, mask = embeddings[:, :t], mask[:t, :t]
+        t = embeddings.shape[1]
+        x = embeddings.to(cast_dtype) + text.positional_embedding[:t].to(cast_dtype)
+        x = text.transformer(x, attn_mask=mask)
         x = text.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index.to(x.device)]
         proj = text.text_projection
@@ -138,6 +152,14 @@ class FrozenCLIP(nn.Module):
         if key not in self._text_cache:
             self._text_cache[key] = self.encode_text([template.format(n) for n in names]).float()
         return self._text_cache[key]
+
+
+def _is_causal_mask(mask: torch.Tensor | None, length: int) -> bool:
+    """Whether `mask` is the additive causal mask of `length` positions (-inf above the diagonal, 0 elsewhere)."""
+    if mask is None or tuple(mask.shape) != (length, length) or not mask.is_floating_point():
+        return False
+    above = torch.ones(length, length, dtype=torch.bool, device=mask.device).triu(1)
+    return bool(torch.isneginf(mask[above]).all()) and bool((mask[~above] == 0).all())
 
 
 def _builtin_or_json_config(arch: str) -> tuple[dict, str | None]:
@@ -230,6 +252,11 @@ def load_clip(cfg, device: str | torch.device = "cpu") -> FrozenCLIP:
     else:
         log.warning("CLIP %s has RANDOM weights (clip.pretrained=%r): fine for tests, meaningless for results",
                     cfg.arch, cfg.pretrained)
+    if getattr(cfg, "compile", None):
+        from semples.models.compile import compile_clip
+
+        compiled = compile_clip(model, cfg.compile)
+        log.info("CLIP %s: torch.compile (%s) of %s", cfg.arch, cfg.compile, ", ".join(compiled))
     tokenizer = _tokenizer_for(cfg.arch, model_cfg)
     source = {"arch": cfg.arch, "pretrained": cfg.pretrained, "file": str(weights_file) if weights_file else None,
               "sha256": sha, "block_type": cfg.block_type}
@@ -312,7 +339,7 @@ class PromptTextEncoder(nn.Module):
     def encode_vectors(self, vectors: torch.Tensor) -> torch.Tensor:
         """Text features (N, embed_dim) of arbitrary prompt vectors (N, L, D) in this template."""
         eot = torch.full((vectors.shape[0],), self.eot_position, dtype=torch.long, device=vectors.device)
-        return self.clip.encode_embeddings(self.sequences(vectors), eot)
+        return self.clip.encode_embeddings(self.sequences(vectors), eot, length=self.eot_position + 1)
 
     def forward(self, class_indices: torch.Tensor | None = None) -> torch.Tensor:
         """Features u^b (N, embed_dim) of the prompts of `class_indices` (N,) — all K classes when None."""

@@ -105,6 +105,10 @@ class CoOpPrompts(nn.Module):
                 emb = clip.embed_tokens(torch.tensor([init_ids])).float()[0].cpu()
             context[:, : len(init_ids)] = emb
         self.context = nn.Parameter(context)
+        # positions the text tower runs (up to the last EOT of all prompts, so a prompt's feature does not depend
+        # on which others share its batch); a Python int, read from the buffer again when a state_dict is loaded
+        self.sequence_length = int(eot.max()) + 1
+        self.register_load_state_dict_post_hook(_refresh_sequence_length)
 
     @property
     def num_prompts(self) -> int:
@@ -147,7 +151,11 @@ class CoOpPrompts(nn.Module):
     def forward(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Text features (N, embed_dim), not normalised, of prompts `indices` (all C when None)."""
         emb, eot = self.sequences(indices)
-        return self.clip.encode_embeddings(emb, eot)
+        return self.clip.encode_embeddings(emb, eot, length=self.sequence_length)
+
+
+def _refresh_sequence_length(module: CoOpPrompts, incompatible_keys) -> None:
+    module.sequence_length = int(module.eot_index.max()) + 1
 
 
 class HandcraftedPrompts(nn.Module):

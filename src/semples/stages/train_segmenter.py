@@ -116,6 +116,8 @@ def build_segment_stage(seg_cfg, num_classes: int, *, sync_bn: bool = False, fet
         if seg_cfg.hf_weights and seg_cfg.pretrained and not seg_cfg.backbone_checkpoint:
             configured["weights"] = f"hf: {seg_cfg.hf_weights}"
         model.source = {**model.source, **configured}
+    if getattr(seg_cfg, "channels_last", None):
+        model = model.to(memory_format=torch.channels_last)  # convolutions then run NHWC, forward and backward
     if sync_bn:
         source = model.source
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

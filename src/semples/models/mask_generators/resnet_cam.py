@@ -11,7 +11,9 @@ A timm ResNet (ResNet-50 for real runs) at output stride 16 (the last stage dila
 Stage classify trains it with the multi-label soft-margin loss on ``logits["gap"]``; the SemPLeS stages train the
 classifier (and the backbone with ``generator.train_trunk``) through the same interface as the other generators.
 Weights: ImageNet by timm name, an explicit file (``generator.backbone_checkpoint``) or random with a warning
-(`create_timm_vit` does the same for every timm backbone).
+(`create_timm_vit` does the same for every timm backbone). Under ``torch.inference_mode`` (`semples cams`) the
+input goes in channels_last memory format, which oneDNN's convolutions run ~1.3x faster on CPU; training forwards
+are untouched.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class ResNetCAM(MaskGenerator):
         s = self.stride
         pad_h, pad_w = (-height) % s, (-width) % s
         x = F.pad(images, (0, pad_w, 0, pad_h)) if (pad_h or pad_w) else images
+        if torch.is_inference_mode_enabled():  # seeds: oneDNN convolutions are ~1.3x faster on NHWC input
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.trunk_trainable):
             feats = self.backbone.forward_features(x)
         linear = self.head(feats)

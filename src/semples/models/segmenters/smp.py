@@ -52,6 +52,7 @@ class SmpSegmenter(SegmentationModel):
         self.size_multiple = int(model.encoder.output_stride)
         self.output_stride = 1  # SMP heads upsample their logits to the input size
         self.source = {}
+        self.channels_last_inference = True  # evaluation / prediction forwards NHWC (benchmarks/torch_features.py)
 
     def forward_grid(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
