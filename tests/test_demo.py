@@ -29,11 +29,13 @@ def test_reduced_demo_writes_a_complete_report(tmp_path, capsys):
     # the sentence says what refine did to the leak, and that this config has no multi-seed reference
     assert "stage refine" in metrics["verdict"] and "No multi-seed reference" in metrics["verdict"]
     assert metrics["reference"] is None and metrics["verdict"] in printed
+    assert "means over the classes present in the ground truth or" in printed  # the one mIoU convention
     probe = metrics["prompts"]["per_class"]
     assert set(probe) == {"boat", "plane", "cow", "train", "bird", "car"}
     assert all(len(p["nearest_captions"]) == 3 for p in probe.values())
     assert 0.0 <= metrics["prompts"]["share_nearest_is_associated"] <= 1.0
     html = (out / "report.html").read_text()
+    assert "means over the classes present in the ground truth or" in html
     for section in ("summary", "seeds", "per-class", "leak", "figures", "prompts", "curves", "details"):
         assert f'<section id="{section}">' in html
     for title in ("CAM after match", "Leak rate per class", "learned background prompt", "untrained prompts"):

@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from semples.demo import run_demo
+    from semples.metrics import MEAN_CONVENTION
 
     metrics = run_demo(args.out, args.config, args.overrides, force=args.force)
 
@@ -53,5 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"final model ({metrics['final']['split']})   mIoU {pct(metrics['final']['miou'])}  "
           f"leak {pct(metrics['final']['leak']['mean'])}")
     print(metrics["verdict"])
+    print(f"{MEAN_CONVENTION[0].upper()}{MEAN_CONVENTION[1:]}; leak: share of a class's associated-background "
+          "pixels labelled as the class.")
     print(f"{metrics['seconds']['total']:.0f} s -> {args.out}/report.html")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from semples.metrics import MEAN_CONVENTION
 from semples.report.html import esc, image, page, table
 
 STEPS = (("seeds_after_match", "seeds after match"), ("seeds_after_refine", "seeds after refine"),
@@ -42,7 +43,8 @@ def demo_report(metrics: dict, names: list[str], figures: Path, cfg) -> str:
         summary_rows.append([label, m["split"], _pct(m["miou"]), _pct(m["leak"]["mean"])])
     summary = table(["step", "split", "mIoU %", "leak rate %"], summary_rows)
     summary += (f"<p><b>{esc(metrics['verdict'])}</b></p>" + _reference_table(metrics.get("reference"))
-                + f'<p class="note">{esc(metrics["threshold_note"])}. Leak rate: share of a class\'s associated-'
+                + f'<p class="note">{esc(metrics["threshold_note"])}. {esc(MEAN_CONVENTION[0].upper())}'
+                f'{esc(MEAN_CONVENTION[1:])}. Leak rate: share of a class\'s associated-'
                 "background pixels (ground-truth background, in images labelled with the class) labelled as that "
                 "class. The untrained-prompt control is stage refine with the prompt vectors' U[0,1) initial values "
                 "as u^b: what refine does without prompt learning.</p>")
