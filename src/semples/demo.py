@@ -271,8 +271,8 @@ def verdict(metrics: dict, reference: dict | None) -> str:
             f"match to {100 * r['leak']['mean']:.1f}% ({d_leak:+.1f} points; seed mIoU {d_miou:+.1f}), "
             f"{d_ctrl:+.1f} points against untrained prompts in the same place.")
     if reference is None or not reference.get("refine_minus_match"):
-        return text + (" No multi-seed reference was measured for this config (it is not the committed preset): "
-                       "run benchmarks/synthetic_ablation.py for one.")
+        return text + (" No multi-seed reference matches this config (none is committed, or it was measured on other "
+                       "settings): run benchmarks/synthetic_ablation.py --demo-reference for one.")
     ref = reference["refine_minus_match"]["leak"]
     lo, hi = ref["ci"]
     inside = "inside" if lo <= d_leak <= hi else "outside"
