@@ -220,20 +220,10 @@ SEED_SECTIONS = ("mixed_precision", "deterministic", "data", "clip", "prompts", 
 def seed_settings(cfg: Config) -> dict:
     """The settings that shape a run's seeds, flattened to dotted keys (without `seed` and the run-only ones)."""
     from semples.config import config_to_dict
+    from semples.runs import flatten
 
     d = config_to_dict(cfg)
-    flat: dict = {}
-
-    def walk(prefix: str, v) -> None:
-        if isinstance(v, dict):
-            for k, x in v.items():
-                walk(f"{prefix}.{k}" if prefix else k, x)
-        else:
-            flat[prefix] = v
-
-    for section in SEED_SECTIONS:
-        if section in d:
-            walk(section, d[section])
+    flat = flatten({section: d[section] for section in SEED_SECTIONS if section in d})
     for key in _RUN_ONLY:
         flat.pop(key, None)
     return json.loads(json.dumps(flat, default=str))  # as the reference file holds them (lists, not tuples)
