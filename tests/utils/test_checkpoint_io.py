@@ -12,6 +12,7 @@ import torch
 from semples.errors import CheckpointError, OutputError
 from semples.utils.checkpoint_io import (
     FORMAT,
+    _atomic,
     atomic_torch_save,
     atomic_write_text,
     read_checkpoint,
@@ -145,3 +146,41 @@ def test_read_json_names_the_file_and_the_problem(tmp_path):
         with pytest.raises(CheckpointError) as info:
             read_json(tmp_path / name, "run manifest")
         assert str(info.value).startswith(f"{tmp_path / name}: ") and problem in str(info.value)
+
+
+def test_sigterm_during_a_torch_save_acts_after_the_file_is_complete(tmp_path):
+    """CI saw `semples train` abort (SIGABRT, "write to closed file") when SIGTERM came in the middle of a
+    checkpoint: the handler raised inside torch's C++ writer. The signal now waits for the file, then acts."""
+    import signal
+
+    class Terminated(KeyboardInterrupt):
+        pass
+
+    def raise_terminated(signum, frame):
+        raise Terminated
+
+    class SignalsMidWrite:  # a file whose 3rd write call receives SIGTERM, as a real one may at any moment
+        def __init__(self, f):
+            self.f, self.calls = f, 0
+
+        def write(self, b):
+            self.calls += 1
+            if self.calls == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.f.write(b)  # the handler, were it active, would raise on this line
+
+        def flush(self):
+            self.f.flush()
+
+    obj = {f"w{i}": torch.randn(64, 64) for i in range(8)}
+    path = tmp_path / "checkpoint.pt"
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        with pytest.raises(Terminated):
+            _atomic(path, lambda f: torch.save(obj, SignalsMidWrite(f)))
+        assert signal.getsignal(signal.SIGTERM) is raise_terminated  # the handler is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    back = torch.load(path, weights_only=True)  # complete, not half a file
+    assert all(torch.equal(back[k], v) for k, v in obj.items())
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left

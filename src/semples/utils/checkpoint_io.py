@@ -7,10 +7,13 @@ A checkpoint is a plain dict saved with torch.save and read with ``weights_only=
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +44,46 @@ def file_mode() -> int:
     return 0o666 & ~_UMASK
 
 
+_DEFERRED = tuple(s for s in (getattr(signal, "SIGTERM", None), signal.SIGINT) if s is not None)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Holds SIGTERM and Ctrl-C back while a file is written and renamed, then acts on them as usual.
+
+    A handler that raises (Ctrl-C, the CLI's SIGTERM) could otherwise fire inside a Python ``write`` that torch's
+    C++ stream writer calls back into: the exception crosses C++, the writer's destructor writes the end of the
+    archive to the now-closed file, and the process aborts (SIGABRT) instead of winding down. Python runs signal
+    handlers in the main thread only, so swapping them there is enough; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for sig in _DEFERRED:
+        handler = signal.getsignal(sig)
+        if callable(handler):  # a Python handler (not SIG_DFL / SIG_IGN / one installed from C)
+            previous[sig] = handler
+            signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in caught[:1]:  # the first one acts, as it would have
+            previous[signum](signum, None)
+
+
 def _atomic(path: Path, write) -> None:
     """Writes `path` through a temp file in the same folder, fsync and a rename: readers see the old file or the
-    new one, never half of one; a failed write (disk full, ...) leaves the old file and raises `OutputError`."""
-    path = Path(path)
+    new one, never half of one; a failed write (disk full, ...) leaves the old file and raises `OutputError`.
+    SIGTERM and Ctrl-C arriving meanwhile act once the file is complete (`signals_deferred`)."""
+    with signals_deferred():
+        _atomic_write(Path(path), write)
+
+
+def _atomic_write(path: Path, write) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
