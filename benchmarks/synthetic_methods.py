@@ -570,6 +570,36 @@ def collect(bench: Benchmark, seeds: list[int], *, context: bool, variants: bool
     return res
 
 
+def merge_rows(res: dict, path: Path, seeds: list[int], quick: bool, overrides: list[str]) -> dict:
+    """Adds the rows of an earlier --json file (of `seeds` only) where `res` has none; returns its provenance.
+
+    Refuses a file of another preset, world size or overrides: rows of different worlds must not be paired."""
+    from semples.utils.checkpoint_io import read_json
+
+    old = read_json(path)
+    meta = old.get("meta", {})
+    if meta.get("preset") != PRESET or bool(meta.get("quick")) != quick or list(meta.get("overrides", [])) != overrides:
+        raise SystemExit(f"{path}: rows of preset {meta.get('preset')!r} (quick={meta.get('quick')}, overrides "
+                         f"{meta.get('overrides')}) cannot join this table ({PRESET!r}, quick={quick}, overrides "
+                         f"{overrides})")
+    added = []
+    for group in ("rows", "context"):
+        for key, per in old.get(group, {}).items():
+            for seed, value in per.items():
+                if int(seed) in seeds and int(seed) not in res[group].get(key, {}):
+                    res[group].setdefault(key, {})[int(seed)] = value
+                    added.append(f"{group}/{key}/seed{seed}")
+    for key in ("clip_es_variants",):
+        for name, value in old.get(key, {}).items():
+            res[key].setdefault(name, value)
+    for key in ("clip_es_determinism", "clip_probe"):
+        if old.get(key) and not res.get(key):
+            res[key] = old[key]
+    res["failures"] += [f for f in old.get("failures", []) if f not in res["failures"]]
+    say(f"merged {len(added)} row values from {path}")
+    return {"file": str(path), "command": meta.get("command"), "finished": meta.get("finished"), "added": added}
+
+
 # ----------------------------------------------------------------------------------------------------- report
 def row_stats(per: dict[int, dict]) -> dict:
     out = {"n": len(per), "seeds": sorted(per)}
@@ -602,7 +632,8 @@ def markdown(res: dict, stats: dict, comp: dict, meta: dict) -> str:
         "each run's best background threshold (oracle, as in the paper); leak = share of a class's "
         "associated-background pixels labelled as the class at that threshold; CAM on bg = mean CAM of a class on "
         "those pixels (threshold-free)" + (f"; SemPLeS rows read from `{meta['ablation']}`" if meta["ablation"]
-                                          else "") + ".")
+                                          else "") + "".join(
+            f"; rows of `{m['file']}` ({m['command']}) merged" for m in meta.get("merged_from", [])) + ".")
     add("")
     add("| method | seed mIoU | per seed | leak | CAM on bg | bg FP | best t |")
     add("|---|---:|---|---:|---:|---:|---:|")
@@ -714,6 +745,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--quick", action="store_true", help="tiny world and 1 epoch per stage: a smoke check, not results")
     p.add_argument("--keep-cams", action="store_true")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="earlier --json files of this benchmark (same preset and world): their rows join this "
+                        "invocation's where it has none (method and seed), so rows run in separate processes make "
+                        "one table and one set of paired comparisons")
     args = p.parse_args(argv)
     args.out = args.out or str(REPO / "runs" / ("methods-quick" if args.quick else "methods"))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -731,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{fit['toy_logit_scale']:.4f}")
     say(f"overrides (every run): {list(bench.overrides)}; CLIP rows also: {list(bench.clip_sets)}")
     res = collect(bench, args.seeds, context=not args.no_context, variants=not args.no_variants)
+    merged = [merge_rows(res, Path(f), args.seeds, args.quick, list(bench.overrides)) for f in args.merge]
     stats = {g: {k: row_stats(v) for k, v in res[g].items()} for g in ("rows", "context")}
     comp = comparisons(res["rows"])
 
@@ -754,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds_this_invocation": round(usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime,
                                              1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "load": sampler.stop(),
-        "seconds_recorded": bench.timings.total(), "timings": bench.timings.data,
+        "seconds_recorded": bench.timings.total(), "timings": bench.timings.data, "merged_from": merged,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__},
     }
