@@ -4,24 +4,17 @@ rotted) when a GPU comes; its peak table and MFU arithmetic are checked here too
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks.modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def suite():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import gpu_suite
-
-        yield gpu_suite
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("gpu_suite") as module:
+        yield module
 
 
 def test_tiny_run_writes_every_figure(suite, tmp_path):

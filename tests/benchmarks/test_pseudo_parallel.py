@@ -3,24 +3,16 @@ end-to-end run through the `semples pseudo-masks` command (slow: four fresh proc
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks.modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import pseudo_parallel
-
-        yield pseudo_parallel
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("pseudo_parallel") as module:
+        yield module
 
 
 def test_synthetic_voc_and_seeds_read_back(bench, tmp_path, monkeypatch):

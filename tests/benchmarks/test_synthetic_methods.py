@@ -4,23 +4,17 @@ comparisons; a file of another world is refused (fast: no training)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks.modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import synthetic_methods
-
-        yield synthetic_methods
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("synthetic_methods") as module:
+        yield module
 
 
 def _row(miou: float, leak: float) -> dict:
