@@ -589,9 +589,8 @@ def merge_rows(res: dict, path: Path, seeds: list[int], quick: bool, overrides: 
                 if int(seed) in seeds and int(seed) not in res[group].get(key, {}):
                     res[group].setdefault(key, {})[int(seed)] = value
                     added.append(f"{group}/{key}/seed{seed}")
-    for key in ("clip_es_variants",):
-        for name, value in old.get(key, {}).items():
-            res[key].setdefault(name, value)
+    for name, value in old.get("clip_es_variants", {}).items():
+        res["clip_es_variants"].setdefault(name, value)
     for key in ("clip_es_determinism", "clip_probe"):
         if old.get(key) and not res.get(key):
             res[key] = old[key]

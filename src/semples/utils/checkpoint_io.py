@@ -44,7 +44,7 @@ def file_mode() -> int:
     return 0o666 & ~_UMASK
 
 
-_DEFERRED = tuple(s for s in (getattr(signal, "SIGTERM", None), signal.SIGINT) if s is not None)
+_DEFERRED = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
