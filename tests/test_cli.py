@@ -33,6 +33,48 @@ def test_every_verb_has_useful_help(verb, capsys):
     assert len(capsys.readouterr().out) > 300
 
 
+TORCH_FREE_HELP = [verb for verb in VERBS if verb != "train"]  # train's --stage choices come from the stages
+
+
+def _torch_imported_after(argv: list[str]) -> bool:
+    """Runs `semples <argv>` in a fresh interpreter; whether torch got imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom semples.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_help_starts_without_torch():
+    """`semples --help` and a verb's --help build only that verb's arguments: no torch import (~2.5 s)."""
+    assert not _torch_imported_after(["--help"])
+    assert not _torch_imported_after(["-v", "pseudo-masks", "--help"])
+    # and the check can fail: a verb whose arguments need the stages does import torch
+    assert _torch_imported_after(["train", "--help"])
+
+
+@pytest.mark.parametrize("verb", TORCH_FREE_HELP)
+def test_every_verb_but_train_builds_its_arguments_without_torch(verb):
+    import subprocess
+    import sys
+
+    code = (f"import sys\nfrom semples.cli import build_parser\nbuild_parser([{verb!r}])\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_verb_of_a_command_line():
+    from semples.cli import _verb_of
+
+    assert _verb_of(["-v", "pseudo-masks", "--cams", "x"]) == "pseudo-masks"
+    assert _verb_of(["--version"]) is None
+    assert _verb_of(["nonsense", "--help"]) is None
+    assert main(["-v"]) == 2  # no verb: the help, exit status 2
+
+
 def test_sequential_scheme_end_to_end_and_rerun_skips(tmp_path, capsys):
     assert main(["train", "--scheme", "sequential", "--config", "tiny", "--set", f"output_dir={tmp_path}"]) == 0
     for stage in ("classify", "match", "prompt", "refine"):

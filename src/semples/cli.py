@@ -55,7 +55,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verbs: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `semples` parser. Every verb is listed (with its one-line help); only the verbs in `verbs` (default: all)
+    get their own arguments, which is where a verb imports what its choices come from (stages, presets...)."""
     parser = argparse.ArgumentParser(prog="semples", description=DESCRIPTION, formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"semples {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -64,14 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         p = sub.add_parser(verb, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=_Formatter)
-        module.add_arguments(p)
+        if verbs is None or verb in verbs:
+            module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
 
 
+def _verb_of(argv: list[str]) -> str | None:
+    """The verb of a command line (the first word that is no option of `semples` itself), if it is one."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in VERBS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (0 success, 1 failure, 2 usage error)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = _verb_of(argv)
+    # only the verb given builds its arguments: a verb that needs no torch (pseudo masks by CRF, mask evaluation,
+    # every --help) then starts in half a second instead of three
+    parser = build_parser([verb] if verb else [])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -15,8 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from semples.data.config import DataConfig, TrainTransformConfig
-from semples.data.seg_transforms import SegTrainTransformConfig
+from semples.data.config import DataConfig, SegTrainTransformConfig, TrainTransformConfig
 from semples.infer.config import PseudoMaskConfig
 from semples.utils.dataclass_config import (
     ConfigError,
@@ -359,6 +358,17 @@ class FmaConfig:
                 raise ConfigError(f"fma.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.caa.layers < 1 or self.caa.power < 1 or self.caa.sinkhorn_iterations < 0:
             raise ConfigError("fma.caa: layers and power must be >= 1, sinkhorn_iterations >= 0")
+
+    def phase_settings(self, phase: str) -> tuple[float, float]:
+        """(CAA box threshold, SAMS background power) of phase "coarse" or "fine"."""
+        if phase not in FMA_PHASES:
+            raise ConfigError(f"unknown FMA phase {phase!r}; valid: {', '.join(FMA_PHASES)}")
+        if phase == "coarse":
+            return self.coarse_box_threshold, self.coarse_bg_power
+        return self.fine_box_threshold, self.fine_bg_power
+
+
+FMA_PHASES = ("coarse", "fine")  # FMA-WSSS's two seed phases: coarse seeds (fma-segment's input), fine = pseudo masks
 
 
 def _fma_stage_defaults() -> StageConfig:

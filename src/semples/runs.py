@@ -166,6 +166,11 @@ def folder_fingerprint(manifest: dict | None) -> str | None:
     return hashlib.sha256(json.dumps(canonical(what), sort_keys=True).encode()).hexdigest()
 
 
+def data_record(cfg, split: str, dataset) -> dict[str, Any]:
+    """The `data` entry of an output folder's manifest (`cfg`: the experiment `Config`)."""
+    return {"dataset": cfg.data.dataset, "root": cfg.data.root, "split": split, "name": dataset.name}
+
+
 def folder_record(folder: str | Path) -> dict[str, Any]:
     """The input record of an output folder: its path and the fingerprint of its manifest (None: no manifest)."""
     return {"path": str(folder), "settings_sha256": folder_fingerprint(read_folder_manifest(folder))}
@@ -346,6 +351,7 @@ def write_folder_manifest(folder: str | Path, record: FolderRecord, *, complete:
 
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "RUN_CONFIG", "RUN_MANIFEST", "FolderRecord", "RunLayout",
-           "canonical", "check_folder_reuse", "config_differences", "describe_config_differences", "file_record",
-           "final_generator_folder", "flatten", "folder_fingerprint", "folder_record", "input_differences", "now",
-           "read_folder_manifest", "recorded_split", "reuse_error", "scheme_folders", "write_folder_manifest"]
+           "canonical", "check_folder_reuse", "config_differences", "data_record", "describe_config_differences",
+           "file_record", "final_generator_folder", "flatten", "folder_fingerprint", "folder_record",
+           "input_differences", "now", "read_folder_manifest", "recorded_split", "reuse_error", "scheme_folders",
+           "write_folder_manifest"]

@@ -187,6 +187,28 @@ def test_worker_processes_give_the_same_masks(tmp_path, tiny_seeds):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
+def test_crf_pseudo_masks_run_without_importing_torch(tmp_path, tiny_seeds):
+    """The CRF path needs no torch: the command starts ~2.5 s sooner, which is most of what two processes could not
+    win back on a few dozen images (benchmarks/pseudo_parallel.py). One process and two give the same bytes."""
+    import subprocess
+    import sys
+
+    dataset, cams = tiny_seeds
+    code = ("import sys\nfrom semples.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(rc, 'torch' in sys.modules)")
+    written = {}
+    for workers in (1, 2):
+        out = tmp_path / f"masks{workers}"
+        args = [*base_args(tmp_path, cams), "--out", str(out), "--method", "crf", "--threshold", "0.4",
+                "--workers", str(workers)]
+        done = subprocess.run([sys.executable, "-c", code, "pseudo-masks", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "0 False"
+        assert json.loads((out / "manifest.json").read_text())["last_run"]["compute_processes"] == workers
+        written[workers] = [p.read_bytes() for p in pngs(out)]
+    assert len(written[1]) == len(dataset) and written[1] == written[2]
+
+
 def test_voc128_fixtures_through_pseudo_masks(tmp_path, monkeypatch, capsys):
     root = FIXTURES / "voc128"
     if not (root / "VOC2012" / "JPEGImages").is_dir():

@@ -5,6 +5,9 @@ where the data has them, semantic masks (0 = background, 1..K = classes, 255 = i
 (PIL image, numpy mask); `TransformedDataset` applies a transform pipeline whose randomness is seeded by
 (seed, epoch, index), so a resumed run sees exactly the augmentations an uninterrupted run would have seen,
 whatever the number of workers.
+
+torch is imported where a tensor is made, not at import time: the commands that only read images and masks
+(`semples pseudo-masks` with the CRF, `semples eval-masks`, every `--help`) start without it (~2.5 s).
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import abc
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from semples.errors import DataError  # noqa: F401  (the data layer's error, re-exported)
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE_INDEX = 255
 
@@ -62,7 +68,7 @@ class RawItem:
     mask: np.ndarray | None  # (H, W) uint8, same size as image
 
 
-class SegmentationDataset(torch.utils.data.Dataset, abc.ABC):
+class SegmentationDataset(abc.ABC):
     """Base class: subclasses set `classes`, `ids` and implement `load_image`, `load_mask`, `labels`."""
 
     classes: ClassTable
@@ -109,6 +115,8 @@ class _SeededRNG:
         self.seed = seed
 
     def __enter__(self) -> None:
+        import torch
+
         self._py = random.getstate()
         self._np = np.random.get_state()
         self._torch = torch.random.get_rng_state()
@@ -117,12 +125,14 @@ class _SeededRNG:
         torch.manual_seed(self.seed)
 
     def __exit__(self, *exc: object) -> None:
+        import torch
+
         random.setstate(self._py)
         np.random.set_state(self._np)
         torch.random.set_rng_state(self._torch)
 
 
-class TransformedDataset(torch.utils.data.Dataset):
+class TransformedDataset:
     """Applies `transform` to a `SegmentationDataset`; keys are ``index`` or ``(index, epoch)``.
 
     Returns a dict: ``image`` (3, H, W) float, ``labels`` (K,) float, ``index`` int, ``id`` str and, when the
@@ -144,6 +154,8 @@ class TransformedDataset(torch.utils.data.Dataset):
         return self.dataset.classes
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        import torch
+
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         raw = self.dataset[index]
         mask = raw.mask if self.with_mask else None
@@ -158,6 +170,8 @@ class TransformedDataset(torch.utils.data.Dataset):
 
 def collate(batch: Sequence[dict]) -> dict:
     """Stacks tensors of equal shape; keeps lists for ids and for tensors whose shapes differ."""
+    import torch
+
     out: dict = {}
     for key in batch[0]:
         values = [b[key] for b in batch]

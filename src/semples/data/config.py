@@ -31,6 +31,29 @@ class TrainTransformConfig:
 
 
 @dataclass(frozen=True)
+class SegTrainTransformConfig:
+    """Joint image/mask augmentation for training the segmentation model on pseudo masks."""
+
+    crop_size: int = 512  # side of the square training crop (pixels); smaller images are padded
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling factor of the whole image (uniform)
+    hflip: float = 0.5  # probability of a horizontal flip
+    normalize: str = "imagenet"  # "imagenet" or "clip" mean/std (evaluation uses the same)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.crop_size < 1:
+            raise ConfigError(f"segment.transform.crop_size must be >= 1, got {self.crop_size}")
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError(f"segment.transform.scale_range must satisfy 0 < min <= max, got {self.scale_range}")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ConfigError(f"segment.transform.hflip is a probability, got {self.hflip}")
+        if self.normalize not in ("imagenet", "clip"):
+            raise ConfigError(f"segment.transform.normalize must be 'imagenet' or 'clip', got {self.normalize!r}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which images and labels to read. `dataset` picks the reader; `root` is the dataset's folder."""
 

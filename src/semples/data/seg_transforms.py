@@ -11,7 +11,6 @@ Randomness comes from python `random`, which `TransformedDataset` seeds per (see
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,31 +18,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from semples.data.base import IGNORE_INDEX
+from semples.data.config import SegTrainTransformConfig  # noqa: F401  (its config, defined torch-free)
 from semples.data.transforms import normalize, to_tensor
-from semples.utils.dataclass_config import ConfigError
-
-
-@dataclass(frozen=True)
-class SegTrainTransformConfig:
-    """Joint image/mask augmentation for training the segmentation model on pseudo masks."""
-
-    crop_size: int = 512  # side of the square training crop (pixels); smaller images are padded
-    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling factor of the whole image (uniform)
-    hflip: float = 0.5  # probability of a horizontal flip
-    normalize: str = "imagenet"  # "imagenet" or "clip" mean/std (evaluation uses the same)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        if self.crop_size < 1:
-            raise ConfigError(f"segment.transform.crop_size must be >= 1, got {self.crop_size}")
-        if not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ConfigError(f"segment.transform.scale_range must satisfy 0 < min <= max, got {self.scale_range}")
-        if not 0.0 <= self.hflip <= 1.0:
-            raise ConfigError(f"segment.transform.hflip is a probability, got {self.hflip}")
-        if self.normalize not in ("imagenet", "clip"):
-            raise ConfigError(f"segment.transform.normalize must be 'imagenet' or 'clip', got {self.normalize!r}")
 
 
 class SegTrainTransform:

@@ -20,9 +20,10 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
+
+from semples.engine.processes import ProcessState
 
 log = logging.getLogger(__name__)
 
@@ -125,31 +126,6 @@ def autocast_factory(mixed_precision: str, device: torch.device
     if dtype is None:
         return None
     return lambda: torch.autocast(device.type, dtype=dtype)
-
-
-@dataclass
-class ProcessState:
-    """This process of an inference run: its device and its share of the work (rank of world).
-
-    Attributes:
-        device: where this process computes.
-        index: this process's rank (0 when alone).
-        count: the number of processes.
-    """
-
-    device: torch.device
-    index: int = 0
-    count: int = 1
-    _state: object = None
-
-    @property
-    def is_main_process(self) -> bool:
-        return self.index == 0
-
-    def wait_for_everyone(self) -> None:
-        """A barrier across processes (a no-op when alone)."""
-        if self._state is not None and self.count > 1:
-            self._state.wait_for_everyone()
 
 
 def process_state(device: str = "auto") -> ProcessState:

@@ -12,7 +12,6 @@ from __future__ import annotations
 _MOVED = {
     "fma_cams": ("semples.steps.clip_cams", "run"),
     "fma_generator": ("semples.steps.clip_cams", "fma_generator"),
-    "phase_settings": ("semples.steps.clip_cams", "phase_settings"),
     "semples_fma_cams": ("semples.steps.caa", "run"),
     "fma_seeds": ("semples.methods.fma", "sams_seeds"),
     "clip_seed_maps": ("semples.infer.clip_cams", "clip_seed_maps"),

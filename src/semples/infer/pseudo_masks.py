@@ -401,6 +401,10 @@ def generate_pseudo_masks(dataset: SegmentationDataset, cams_dir: str | os.PathL
                "cams_dir": str(cams_dir), "out_dir": str(out_dir),
                "label_coding": {"background": 0, "classes": "1..K (class k -> k + 1)", "ignore": IGNORE_INDEX},
                "missing_cams": missing[:100], **extra})
+    if state is None and task.maker.region_source_kind != "sam":  # CPU work only: no torch needed to start
+        from semples.engine.processes import cpu_process_state
+
+        state = cpu_process_state()
     if state is None:
         from semples.engine.device import process_state
 

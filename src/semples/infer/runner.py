@@ -45,7 +45,7 @@ from semples.utils.locks import FolderLock, remove_orphan_temp_files
 if TYPE_CHECKING:
     import torch
 
-    from semples.engine.device import ProcessState
+    from semples.engine.processes import ProcessState
 
 # No torch at import time: the worker processes of CPU-bound tasks (dense CRF, superpixels) unpickle tasks and items
 # defined next to this module and start in a second.
@@ -233,10 +233,14 @@ def _identity(batch):
 
 def image_loader(dataset, groups: list[list[int]], read, *, num_workers: int = 0, skip_bad: bool = False):
     """The DataLoader the runner reads through: one item per group (a list of `ImageItem`), read by `read`
-    (``read(dataset, index)``) in `num_workers` worker processes, two groups prefetched per worker."""
+    (``read(dataset, index)``) in `num_workers` worker processes, two groups prefetched per worker. Without
+    workers the groups are read in turn in this process (what a DataLoader without workers does), without torch."""
+    reader = GroupReader(dataset, groups, read, skip_bad)
+    if num_workers == 0:
+        return (reader[j] for j in range(len(reader)))
     import torch
 
-    return torch.utils.data.DataLoader(GroupReader(dataset, groups, read, skip_bad), batch_size=None, shuffle=False,
+    return torch.utils.data.DataLoader(reader, batch_size=None, shuffle=False,
                                        num_workers=num_workers, collate_fn=_identity,
                                        prefetch_factor=2 if num_workers else None, persistent_workers=False)
 
@@ -283,10 +287,11 @@ def run_images(task: ImageTask, dataset, out_dir: str | Path, *, indices: Sequen
         ReuseError: `out_dir` holds outputs made from other inputs or settings (unless `force`).
         RunLockError: another process is writing into `out_dir`.
     """
-    from semples.engine.device import process_state
-
     out_dir = Path(out_dir)
-    state = state or process_state(device)
+    if state is None:
+        from semples.engine.device import process_state
+
+        state = process_state(device)
     # one writer per folder: the main process holds the folder's lock from the reuse check to the last manifest
     with FolderLock(out_dir, "output folder", enabled=state.is_main_process):
         if state.is_main_process:

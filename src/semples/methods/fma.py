@@ -17,7 +17,6 @@ from pathlib import Path
 from semples import steps
 from semples.config import Config
 from semples.methods.base import Method, RunContext, force_flag
-from semples.steps.clip_cams import phase_settings
 
 
 def sams_seeds(cfg: Config, cams: str | Path, out: str | Path, *, phase: str = "coarse", split: str | None = None,
@@ -25,7 +24,7 @@ def sams_seeds(cfg: Config, cams: str | Path, out: str | Path, *, phase: str = "
     """SAMS seeds (label PNGs) of a CAM folder: region voting with the background power of `phase`
     (``fma.coarse_bg_power`` 0.6 / ``fine_bg_power`` 0.7), regions from the ``pseudo`` section (SAM checkpoint or
     superpixels). The fine seeds are FMA-WSSS's pseudo masks. Returns the step's `PseudoMasksResult`."""
-    _, power = phase_settings(cfg, phase)
+    _, power = cfg.fma.phase_settings(phase)
     pc = dataclasses.replace(cfg.pseudo, method="region-vote",
                              region_vote=dataclasses.replace(cfg.pseudo.region_vote, bg_power=power))
     return steps.pseudo_masks.run(cfg, cams, split=split or cfg.data.train_split, out=out, pseudo=pc,

@@ -19,20 +19,17 @@ run` (`semples.pipeline`), `semples demo` and the benchmarks call these function
 user with its type, message and traceback intact.
 """
 
-from semples.steps import (
-    caa,
-    cams,
-    clip_cams,
-    data,
-    export,
-    figures,
-    masks,
-    predict,
-    pseudo_masks,
-    seeds,
-    segment,
-    train,
-)
+import importlib
 
 __all__ = ["caa", "cams", "clip_cams", "data", "export", "figures", "masks", "predict", "pseudo_masks", "seeds",
            "segment", "train"]
+
+
+def __getattr__(name: str):
+    """``steps.<name>`` imports that step's module on first use: most of them import torch and the models, which
+    a verb's ``--help`` and the torch-free steps (pseudo masks by CRF, mask evaluation) should not wait for."""
+    if name in __all__:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

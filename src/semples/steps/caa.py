@@ -17,9 +17,7 @@ from semples.infer.caa import CaaTask
 from semples.infer.cam_io import cam_path
 from semples.infer.cams import FILE_FORMAT
 from semples.infer.runner import limited_count, run_images, unwrap_dataset
-from semples.runs import FolderRecord, folder_record, read_folder_manifest
-from semples.steps.cams import data_record
-from semples.steps.clip_cams import phase_settings
+from semples.runs import FolderRecord, data_record, folder_record, read_folder_manifest
 
 
 def run(cfg: Config, cams_in: str | Path, out: str | Path, *, phase: str = "fine", split: str | None = None,
@@ -50,7 +48,7 @@ def run(cfg: Config, cams_in: str | Path, out: str | Path, *, phase: str = "fine
     state = process_state(cfg.device)
     if clip is None:
         clip = load_clip(cfg.clip, state.device)
-    box, _ = phase_settings(cfg, phase)
+    box, _ = cfg.fma.phase_settings(phase)
     cams_in = Path(cams_in)
     n = limited_count(limit, len(dataset))
     missing = [dataset.ids[i] for i in range(n) if not cam_path(cams_in, dataset.ids[i]).is_file()]

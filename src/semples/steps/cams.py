@@ -22,7 +22,7 @@ from semples.engine.device import process_state
 from semples.infer.cams import BATCH_SETTINGS, FILE_FORMAT, CamsTask, cams_settings
 from semples.infer.runner import limited_count, run_images
 from semples.models.mask_generators import generator_context, load_generator
-from semples.runs import FolderRecord, RunLayout
+from semples.runs import FolderRecord, RunLayout, data_record
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ class CamsResult:
 def default_split(cfg: Config) -> str:
     """The split CAMs are made for when none is given: ``cams.split``, else ``data.eval_split``."""
     return cfg.cams.split or cfg.data.eval_split
-
-
-def data_record(cfg: Config, split: str, dataset) -> dict:
-    """The `data` entry of an output folder's manifest."""
-    return {"dataset": cfg.data.dataset, "root": cfg.data.root, "split": split, "name": dataset.name}
 
 
 def run(cfg: Config, generator: str | Path | None, *, split: str | None = None, out: str | Path | None = None,
@@ -111,4 +106,4 @@ def run(cfg: Config, generator: str | Path | None, *, split: str | None = None, 
                       counts["split_images"], summary.images_per_second, summary.computed, summary.manifest)
 
 
-__all__ = ["CamsResult", "data_record", "default_split", "run"]
+__all__ = ["CamsResult", "default_split", "run"]

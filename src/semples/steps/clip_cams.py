@@ -21,22 +21,9 @@ from semples.errors import ConfigError
 from semples.infer.cams import FILE_FORMAT
 from semples.infer.clip_cams import ClipCamsTask
 from semples.infer.runner import limited_count, run_images
-from semples.runs import FolderRecord
-from semples.steps.cams import data_record
+from semples.runs import FolderRecord, data_record
 
 log = logging.getLogger(__name__)
-
-PHASES = ("coarse", "fine")
-
-
-def phase_settings(cfg: Config, phase: str) -> tuple[float, float]:
-    """(CAA box threshold, SAMS background power) of phase "coarse" or "fine" from ``cfg.fma``."""
-    if phase not in PHASES:
-        raise ConfigError(f"unknown FMA phase {phase!r}; valid: {', '.join(PHASES)}")
-    f = cfg.fma
-    return (f.coarse_box_threshold, f.coarse_bg_power) if phase == "coarse" else (f.fine_box_threshold,
-                                                                                  f.fine_bg_power)
-
 
 def fma_generator(cfg: Config, source: str | Path | None, classes, clip=None, *, prompts: str | None = None,
                   device: torch.device | str = "cpu"):
@@ -90,7 +77,7 @@ def run(cfg: Config, source: str | Path | None, out: str | Path, *, phase: str =
     dataset = build_dataset(cfg.data, split)
     state = process_state(cfg.device)
     generator, record = fma_generator(cfg, source, dataset.classes, clip, prompts=prompts, device=state.device)
-    box, _ = phase_settings(cfg, phase)
+    box, _ = cfg.fma.phase_settings(phase)
     caa = cfg.fma.caa
     task = ClipCamsTask(generator, scales=tuple(cfg.cams.scales), flip=cfg.cams.flip,
                         normalize_name=generator.input_norm, caa=caa if caa.enabled else None, box_threshold=box,
@@ -106,4 +93,4 @@ def run(cfg: Config, source: str | Path | None, out: str | Path, *, phase: str =
     return summary.manifest
 
 
-__all__ = ["PHASES", "fma_generator", "phase_settings", "run"]
+__all__ = ["fma_generator", "run"]

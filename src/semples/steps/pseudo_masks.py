@@ -16,8 +16,7 @@ from semples.config import Config
 from semples.data import build_dataset
 from semples.errors import ConfigError
 from semples.infer.config import PseudoMaskConfig
-from semples.runs import RunLayout, read_folder_manifest, recorded_split
-from semples.steps.cams import data_record
+from semples.runs import RunLayout, data_record, read_folder_manifest, recorded_split
 
 log = logging.getLogger(__name__)
 
