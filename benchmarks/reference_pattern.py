@@ -28,6 +28,12 @@ per pair, printed as the median with the range over pairs, in wall time and in t
 steadier one on a shared machine: run with --threads 1 there).
 
     python benchmarks/reference_pattern.py [--what match prompt refine cams] [--pairs 5] [--precision auto]
+    python benchmarks/reference_pattern.py --flops          # also each side's FLOPs of one step (no timing needed)
+
+With --flops every row also prints the FLOPs of one step on each side (`torch.utils.flop_counter`: matmuls,
+convolutions and attention, i.e. the model passes; CPU flash attention counted as gpu_suite.py does) and their
+ratio: the speed-up semples would show if both sides ran their arithmetic equally fast. A time ratio far above it
+would mean the reference wastes time outside the model passes; one below it, that semples' kernels are slower.
 """
 
 from __future__ import annotations
@@ -47,6 +53,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ratio_stats, read_load, timed_call  # noqa: E402
 from step_throughput import VOC, make_batch  # noqa: E402
+
+
+def count_flops(fn) -> int:
+    """FLOPs of the model passes of one call of `fn` (matmuls, convolutions, attention)."""
+    from gpu_suite import _register_cpu_attention_flops
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def flops_line(name: str, ref_flops: int, sem_flops: int) -> str:
+    return (f"  {name:<7s} FLOPs of one step: reference {ref_flops / 1e9:8.1f} G, semples {sem_flops / 1e9:8.1f} G; "
+            f"reference / semples {ref_flops / sem_flops:.2f}x")
 
 TEMPLATE = "a photo of {}."
 
@@ -207,6 +229,18 @@ def measure_stage(name: str, clip, args, autocast) -> float:
     stage.zero_grad(set_to_none=True)
     ref_first = reference_step(name, ref, batch, torch.optim.SGD(trainable, lr=0.0), autocast, loss_cfg, masking)
     print(f"stage {name}: first-step loss semples {first:.5f}, reference pattern {ref_first['loss']:.5f}")
+    if args.flops:
+        def semples_pass():  # forward + backward: what the counter counts (the optimiser's update is elementwise)
+            with autocast():
+                out = stage(batch)
+            out["loss"].backward()
+            stage.zero_grad(set_to_none=True)
+
+        frozen = torch.optim.SGD(trainable, lr=0.0)
+        print(flops_line(name, count_flops(lambda: reference_step(name, ref, batch, frozen, autocast, loss_cfg,
+                                                                  masking)), count_flops(semples_pass)))
+    if args.flops_only:
+        return None
     t = interleaved(lambda: reference_step(name, ref, batch, ref_opt, autocast, loss_cfg, masking), semples_step,
                     args.pairs)
     return report(name, t)
@@ -233,6 +267,11 @@ def measure_cams(args) -> float:
     diff = float((semples_cams() - reference_cams(gen, views, size, classes)).abs().max())
     print(f"cams: one {size[0]}x{size[1]} image, scales {args.cam_scales} + flips; max |semples - reference| "
           f"{diff:.2e}")
+    if args.flops:
+        print(flops_line("cams", count_flops(lambda: reference_cams(gen, views, size, classes)),
+                         count_flops(semples_cams)))
+    if args.flops_only:
+        return None
     return report("cams", interleaved(lambda: reference_cams(gen, views, size, classes), semples_cams, args.pairs))
 
 
@@ -252,7 +291,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cam-size", type=int, nargs=2, default=[480, 640])
     ap.add_argument("--cam-scales", type=float, nargs="+", default=[1.0, 1.2])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--flops", action="store_true", help="also count each side's FLOPs of one step")
+    ap.add_argument("--flops-only", action="store_true", help="count FLOPs, time nothing (implies --flops)")
     args = ap.parse_args(argv)
+    args.flops = args.flops or args.flops_only
     if args.threads:
         torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision, "cpu")
@@ -272,8 +314,9 @@ def main(argv: list[str] | None = None) -> None:
             results[name] = measure_stage(name, clip, args, autocast)
     if "cams" in args.what:
         results["cams"] = measure_cams(args)
-    print("summary (reference / semples, median of CPU-time ratios): "
-          + ", ".join(f"{k} {v:.2f}x" for k, v in results.items()) + f"; load after {read_load()}")
+    if not args.flops_only:
+        print("summary (reference / semples, median of CPU-time ratios): "
+              + ", ".join(f"{k} {v:.2f}x" for k, v in results.items()) + f"; load after {read_load()}")
 
 
 if __name__ == "__main__":

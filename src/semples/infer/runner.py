@@ -33,7 +33,7 @@ import time
 import zipfile
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +114,8 @@ class ImageTask(abc.ABC):
         """Writes one output atomically (runs on a writer thread)."""
 
     def record(self, item: ImageItem, output: Any) -> None:  # noqa: B027 (optional hook)
-        """Bookkeeping of one written output, in the main thread (e.g. pixel counts for the manifest)."""
+        """Bookkeeping of one written output, in the main thread (e.g. pixel counts for the manifest). With a
+        worker pool (`processes` > 1) outputs arrive in the order they finish, not in image order."""
 
     def summary(self) -> dict[str, Any]:
         """Extra manifest entries about this run's outputs (e.g. pixel fractions)."""
@@ -246,6 +247,10 @@ def image_loader(dataset, groups: list[list[int]], read, *, num_workers: int = 0
 
 
 _WORKER_TASK: ImageTask | None = None
+# images handed to the worker pool ahead of its results, per worker process: enough that a worker never waits for
+# the main process while images of very different cost (a 2-class and a 6-class CRF) are in flight, few enough
+# that the images held in memory stay a handful (~3 MB each at VOC size)
+IN_FLIGHT_PER_PROCESS = 4
 
 
 def _init_worker(task: ImageTask) -> None:
@@ -373,18 +378,21 @@ def _run_groups(task: ImageTask, dataset, out_dir: Path, todo: list[list[int]], 
     if in_pool:  # spawn: no fork after torch/OpenMP threads have started
         pool = ProcessPoolExecutor(max_workers=task.processes, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(task,))
-    computing: deque[tuple[ImageItem, Future]] = deque()
+    computing: dict[Future, ImageItem] = {}
 
     def written(item: ImageItem, output: Any) -> None:
         pending.append(writer.submit(task.write, task.output_path(out_dir, item.id), item, output))
         task.record(item, output)
         summary.written += 1
 
-    def collect(limit: int) -> None:  # results of the worker pool, in order
+    def collect(limit: int) -> None:
+        """Writes the pool's results as they finish (any order: one slow image must not leave a worker idle
+        behind it) until at most `limit` images are in the pool."""
         while len(computing) > limit:
-            item, fut = computing.popleft()
-            written(item, fut.result())
-            bar.update(1)
+            finished, _ = wait(computing, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                written(computing.pop(fut), fut.result())
+                bar.update(1)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{task.name}-writer") as writer:
         try:
@@ -403,8 +411,8 @@ def _run_groups(task: ImageTask, dataset, out_dir: Path, todo: list[list[int]], 
                             if it.index in done:
                                 bar.update(1)
                                 continue
-                            computing.append((it, pool.submit(_compute_in_worker, it)))
-                        collect(2 * task.processes)
+                            computing[pool.submit(_compute_in_worker, it)] = it
+                        collect(IN_FLIGHT_PER_PROCESS * task.processes)
                         continue
                     outputs = task.compute(batch)
                     for it, output in zip(batch, outputs, strict=True):
@@ -421,7 +429,7 @@ def _run_groups(task: ImageTask, dataset, out_dir: Path, todo: list[list[int]], 
         finally:
             for f in pending:
                 f.cancel()
-            for _, f in computing:
+            for f in computing:
                 f.cancel()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
