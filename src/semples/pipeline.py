@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from semples import steps
 from semples.config import Config, dump_config
 from semples.errors import RunError, UsageError
 from semples.methods import method as method_named
@@ -34,8 +35,6 @@ from semples.utils.locks import FolderLock, launched_rank
 
 log = logging.getLogger(__name__)
 
-# `semples.steps` (torch, models) is imported inside the step methods: `semples run --help` and every other verb
-# build their parsers from this module without importing torch.
 STEPS = ("train", "cams", "eval-seeds", "pseudo-masks", "eval-masks", "train-seg", "eval", "report")
 
 __all__ = ["STEPS", "Pipeline", "final_generator_folder", "run_pipeline"]
@@ -158,8 +157,6 @@ class Pipeline:
         return out
 
     def _step_eval_seeds(self) -> dict:
-        from semples import steps
-
         out = self.layout.eval_seeds(self.seed_split)
         cams = self.output("cams", "seeds")
         self.record("eval-seeds", ["eval-seeds", "--cams", cams, "--split", self.seed_split, "--out", str(out)])
@@ -181,8 +178,6 @@ class Pipeline:
         return out
 
     def _step_eval_masks(self) -> dict:
-        from semples import steps
-
         out = self.layout.eval_masks(self.seed_split)
         masks = self.output("pseudo-masks", "seeds")
         self.record("eval-masks", ["eval-masks", "--masks", masks, "--split", self.seed_split, "--out", str(out)])
@@ -190,8 +185,6 @@ class Pipeline:
         return {"dir": str(out), "metrics": str(out / "metrics.json"), "miou": result.metrics.get("miou")}
 
     def _step_train_seg(self) -> dict:
-        from semples import steps
-
         run_dir = self.layout.segment()
         pseudo = self.output("pseudo-masks", "pseudo")
         self.record("train-seg", ["train-seg", "--pseudo-masks", pseudo, "--run-dir", str(run_dir), "--no-eval",
@@ -200,8 +193,6 @@ class Pipeline:
         return {"run_dir": str(run_dir)}
 
     def _step_eval(self) -> dict:
-        from semples import steps
-
         split = self.cfg.segment.eval.split or self.cfg.data.eval_split
         run_dir = self.output("train-seg", "run_dir")
         out = self.layout.segment_eval(run_dir, split)
@@ -214,8 +205,6 @@ class Pipeline:
                 "miou": {name: r.get("miou") for name, r in results.items()}}
 
     def _step_report(self) -> dict:
-        from semples import steps
-
         out = self.layout.report()
         out.mkdir(parents=True, exist_ok=True)
         # predictions of the final model on the seed split, so one figure row shows every step on one image
