@@ -7,7 +7,10 @@ other jobs hits all alike), on the views of one H x W image at the given scales:
   plain         timm DeiT-S/16 `forward_features` (fused SDPA, no attention map kept) on the same views
   materialised  `multiscale_cams` with the generator keeping every layer's attention maps (the training path,
                 which every forward took before the lean path existed)
-  lean          `multiscale_cams` with the lean path (what `semples cams` runs now, under inference mode)
+  lean_fused_max  the lean path with its row maxima from a second fused attention pass (what it ran before the
+                bf16 row maxima, and what it runs on CPUs without bf16 GEMM instructions)
+  lean          `multiscale_cams` with the lean path (what `semples cams` runs now, under inference mode): row
+                maxima from bounded bf16 scores + an fp32 recheck where the CPU has bf16 instructions
 
 and prints each variant's time over plain's per round (median and range over rounds), in wall time and in the
 process's CPU time (the steadier figure on a shared machine; use --threads 1 there). Peak memory: the growth of
@@ -32,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ratio_stats, read_load, timed_call  # noqa: E402
 
-VARIANTS = ("plain", "materialised", "lean")
+VARIANTS = ("plain", "materialised", "lean_fused_max", "lean")
 
 
 def build(k: int = 20):
@@ -76,10 +79,16 @@ def runner(name: str, plain, gen, views, size, classes):
                     plain.forward_features(torch.cat([x, x.flip(-1)]))
         return run
 
+    from semples.models.mask_generators import weaktr
+
     def run():
-        gen.lean_inference = name == "lean"
+        gen.lean_inference = name != "materialised"
         gen.lean_min_map_bytes = 0  # forced, whatever the size (by default small inputs stay materialised)
-        multiscale_cams(gen, views, size, [classes], flip=True)
+        weaktr.BF16_ROW_MAXIMA = False if name == "lean_fused_max" else None
+        try:
+            multiscale_cams(gen, views, size, [classes], flip=True)
+        finally:
+            weaktr.BF16_ROW_MAXIMA = None
     return run
 
 
@@ -113,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     size = tuple(args.size)
+    from semples.models.mask_generators import weaktr
+
     plain, gen = build()
     views = views_of(size, args.scales)
     fns = {name: runner(name, plain, gen, views, size, [3, 7]) for name in VARIANTS}
@@ -130,15 +141,18 @@ def main(argv: list[str] | None = None) -> None:
             cpu[name].append(c)
     print(f"load after: {read_load()}")
     for name in VARIANTS:
-        print(f"  {name:<13s} s/image wall {statistics.median(wall[name]):6.2f}, CPU "
+        print(f"  {name:<15s} s/image wall {statistics.median(wall[name]):6.2f}, CPU "
               f"{statistics.median(cpu[name]):6.2f}   / plain: wall {ratio_stats(wall[name], wall['plain'])}, "
               f"CPU {ratio_stats(cpu[name], cpu['plain'])}")
+    print(f"  lean / lean_fused_max: wall {ratio_stats(wall['lean'], wall['lean_fused_max'])}, CPU "
+          f"{ratio_stats(cpu['lean'], cpu['lean_fused_max'])}; bf16 row maxima on this CPU: "
+          f"{weaktr.bf16_row_maxima_enabled()}")
     print(f"  materialised / lean: wall {ratio_stats(wall['materialised'], wall['lean'])}, CPU "
           f"{ratio_stats(cpu['materialised'], cpu['lean'])}")
     if not args.no_memory:
         for name, fn in fns.items():
             gib = peak_rss_growth_gib(fn)
-            print(f"  {name:<13s} peak RSS growth during one image: "
+            print(f"  {name:<15s} peak RSS growth during one image: "
                   + (f"{gib:.2f} GiB" if gib is not None else "n/a (no /proc/self/clear_refs)"))
 
 

@@ -152,9 +152,11 @@ def _both(gen, x):
     return ref, lean
 
 
+@pytest.mark.parametrize("bf16_row_maxima", [True, False])
 @pytest.mark.parametrize("pool", ["max", "avg"])
 @pytest.mark.parametrize("size", [(64, 64), (61, 45), (97, 130)])
-def test_lean_path_equals_materialised(pool, size):
+def test_lean_path_equals_materialised(pool, size, bf16_row_maxima, monkeypatch):
+    monkeypatch.setattr(weaktr, "BF16_ROW_MAXIMA", bf16_row_maxima)
     torch.manual_seed(0)
     cfg = GeneratorConfig(pretrained=False, drop_path=0.0, attention_reduction=1, attention_pool=pool,
                           backbone_kwargs={"embed_dim": 32, "depth": 3, "num_heads": 2, "img_size": 64})
@@ -268,3 +270,68 @@ def test_multiscale_cams_equal_on_both_paths():
     ref = multiscale_cams(gen, views, (48, 64), classes)
     for a, b in zip(lean, ref):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------- bf16 row maxima with an fp32 recheck (item 1)
+def _peaked_attention(n: int, seed: int = 0):
+    """Queries, keys and values of 12 maps whose peaks have close competitors: rows 5 and 6 nearly tie."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 6, n, 64, generator=g) for _ in range(3))
+    q[:, :, 5] *= 3.0
+    q[:, :, 6] = q[:, :, 5] * (1 + 1e-3) + 1e-3 * torch.randn(2, 6, 64, generator=g)
+    return q, k, v
+
+
+@pytest.mark.parametrize("n, scale", [(400, 0.125), (1100, 0.1), (97, 0.2)])
+def test_bf16_row_maxima_give_the_exact_peaks(n, scale, monkeypatch):
+    q, k, v = _peaked_attention(n)
+    qs = q * scale
+    explicit = (qs @ k.transpose(-2, -1)).softmax(-1).amax(dim=(-2, -1))
+    with torch.inference_mode():
+        _, lse = weaktr._fused_attention_with_lse(q, k, v, scale)
+        peak = weaktr._bf16_bounded_peak(qs, k, lse)
+        # counter-check: bf16 scores alone miss the peaks by far more than the tolerance
+        scores = (qs.to(torch.bfloat16) @ k.to(torch.bfloat16).transpose(-2, -1)).float()
+        rough = torch.exp(scores.amax(-1) - lse).amax(-1)
+        monkeypatch.setattr(weaktr, "BF16_ROW_MAXIMA", True)
+        through = weaktr.attention_statistics(q, k, v, scale, 4, "max")[1]
+    assert lse is not None and peak is not None, "the recheck should hold few candidate rows here"
+    torch.testing.assert_close(peak, explicit, rtol=1e-5, atol=0)
+    torch.testing.assert_close(through, explicit, rtol=1e-5, atol=0)
+    assert ((rough - explicit).abs() / explicit).max() > 1e-4
+
+
+def test_bf16_score_error_stays_inside_its_bound():
+    # the bound eps_i = 2^-6 ||q_i|| max_j ||k_j||, on inputs of very different magnitudes and signs
+    g = torch.Generator().manual_seed(1)
+    for magnitude in (1e-3, 1.0, 30.0):
+        q = torch.randn(12, 300, 64, generator=g) * magnitude * torch.rand(12, 300, 1, generator=g)
+        k = torch.randn(12, 300, 64, generator=g) * torch.rand(12, 1, 64, generator=g) * 4
+        exact = q @ k.transpose(1, 2)
+        rough = (q.to(torch.bfloat16) @ k.to(torch.bfloat16).transpose(1, 2)).float()
+        eps = 2.0 ** -6 * q.norm(dim=-1) * k.norm(dim=-1).amax(dim=-1, keepdim=True)
+        assert ((rough - exact).abs().amax(-1) <= eps).all()
+
+
+def test_bf16_row_maxima_give_way_when_many_rows_compete(monkeypatch):
+    # near-uniform maps (every row a candidate): the fused row-maxima pass runs instead, same peaks
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 200, 16, generator=g) for _ in range(3))
+    q, k = q * 1e-2, k * 1e-2
+    with torch.inference_mode():
+        _, lse = weaktr._fused_attention_with_lse(q, k, v, 0.25)
+        assert weaktr._bf16_bounded_peak(q * 0.25, k, lse) is None
+        monkeypatch.setattr(weaktr, "BF16_ROW_MAXIMA", True)
+        peak = weaktr.attention_statistics(q, k, v, 0.25, 3, "max")[1]
+    explicit = ((q * 0.25) @ k.transpose(-2, -1)).softmax(-1).amax(dim=(-2, -1))
+    torch.testing.assert_close(peak, explicit, rtol=1e-5, atol=0)
+
+
+def test_bf16_row_maxima_follow_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(weaktr, "BF16_ROW_MAXIMA", None)
+    monkeypatch.setattr(weaktr, "_CPU_HAS_BF16", None)
+    with open("/proc/cpuinfo") as f:
+        flags = next((line for line in f if line.startswith("flags")), "").split()
+    assert weaktr.bf16_row_maxima_enabled() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    monkeypatch.setattr(weaktr, "BF16_ROW_MAXIMA", False)
+    assert weaktr.bf16_row_maxima_enabled() is False
