@@ -33,16 +33,13 @@ def test_every_verb_has_useful_help(verb, capsys):
     assert len(capsys.readouterr().out) > 300
 
 
-TORCH_FREE_HELP = [verb for verb in VERBS if verb != "train"]  # train's --stage choices come from the stages
-
-
-def _torch_imported_after(argv: list[str]) -> bool:
-    """Runs `semples <argv>` in a fresh interpreter; whether torch got imported."""
+def _torch_imported_after(argv: list[str], prelude: str = "") -> bool:
+    """Runs `semples <argv>` in a fresh interpreter (after `prelude`); whether torch got imported."""
     import subprocess
     import sys
 
-    code = ("import sys\nfrom semples.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules)")
+    code = (f"import sys\n{prelude}\nfrom semples.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
     return done.stdout.strip().splitlines()[-1] == "True"
 
@@ -51,12 +48,13 @@ def test_help_starts_without_torch():
     """`semples --help` and a verb's --help build only that verb's arguments: no torch import (~2.5 s)."""
     assert not _torch_imported_after(["--help"])
     assert not _torch_imported_after(["-v", "pseudo-masks", "--help"])
-    # and the check can fail: a verb whose arguments need the stages does import torch
-    assert _torch_imported_after(["train", "--help"])
+    assert not _torch_imported_after(["train", "--help"])  # its --stage choices come from semples.stage_table
+    # and the check can fail: the stage classes themselves do import torch
+    assert _torch_imported_after(["--help"], prelude="import semples.stages")
 
 
-@pytest.mark.parametrize("verb", TORCH_FREE_HELP)
-def test_every_verb_but_train_builds_its_arguments_without_torch(verb):
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_every_verb_builds_its_arguments_without_torch(verb):
     import subprocess
     import sys
 
@@ -312,3 +310,15 @@ def test_machine_errors_outside_semples_are_one_line(tmp_path, capsys, monkeypat
     assert capsys.readouterr().err.strip() == f"semples train: error: {tmp_path / 'x'}: Permission denied"
     with pytest.raises(PermissionError):  # --verbose keeps the traceback
         main(["-v", "train", "--stage", "classify", "--config", "tiny"])
+
+
+def test_stage_table_and_stage_classes_agree():
+    from semples.stage_table import STAGE_TABLE, stages_of_verb
+    from semples.stages import STAGES
+    from semples.stages.base import Stage
+
+    assert list(STAGES) == list(STAGE_TABLE)
+    for name, cls in STAGES.items():
+        assert issubclass(cls, Stage) and cls.name == name
+    assert stages_of_verb("train-seg") == ["segment"]
+    assert stages_of_verb("train")[:4] == ["classify", "match", "prompt", "refine"]

@@ -73,14 +73,14 @@ def load_cli_config(args: argparse.Namespace):
 
 
 def stage_names() -> list[str]:
-    """The stages `semples train` trains (`semples.stages.STAGES`, the one list)."""
-    from semples.stages import stages_of_verb
+    """The stages `semples train` trains (`semples.stage_table`, the one list; read without importing torch)."""
+    from semples.stage_table import stages_of_verb
 
     return stages_of_verb("train")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from semples.steps.train import SCHEMES
+    from semples.stage_table import SCHEMES
 
     what = p.add_mutually_exclusive_group()
     what.add_argument("--stage", choices=stage_names(), help="train one stage")

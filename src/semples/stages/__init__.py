@@ -1,8 +1,9 @@
 """Training stages: one module per stage, each naming its trainable parts, frozen parts and losses.
 
-`STAGES` is the one list of stages (name -> class). Each class carries what the rest of the package needs to know:
-`from_config` (how it is built from the config and the run folders of earlier stages, handed in explicitly),
-`depends_on` (the config keys its result depends on), `needs_clip`, `verb` (the CLI verb that trains it).
+`STAGES` maps each stage name to its class, in the order of `semples.stage_table.STAGE_TABLE` (the one list of
+stages, with the CLI verb that trains each: readable without torch). Each class carries what the rest of the
+package needs to know: `from_config` (how it is built from the config and the run folders of earlier stages,
+handed in explicitly), `depends_on` (the config keys its result depends on), `needs_clip`.
 
     classify  S from ImageNet / random weights (or --generator to continue from a checkpoint)
     match     S from a classify run (--generator)
@@ -18,7 +19,8 @@ generator is built through `load_generator` with a `GeneratorContext` (class nam
 CLIP Grad-CAM, the frozen CLIP shared with the stage). The FMA stages always train a CLIP Grad-CAM generator;
 the config they run with (and that their checkpoint records) says so.
 
-A new stage is one module with a `Stage` subclass (its `from_config` and `depends_on`) and one entry here.
+A new stage is one module with a `Stage` subclass (its `from_config` and `depends_on`) and one line in
+`semples.stage_table`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from semples.data.base import ClassTable
 from semples.errors import ConfigError
 from semples.models.clip import FrozenCLIP, load_clip
 from semples.models.mask_generators import check_finished, generator_spec, load_generator
+from semples.stage_table import STAGE_TABLE, import_stage, stages_of_verb
 from semples.stages.base import TRAINING_KEYS, BuiltStage, Stage, select_keys
 from semples.stages.classify import ClassifyStage
 from semples.stages.common import load_prompts, new_prompts
@@ -44,16 +47,7 @@ from semples.utils.checkpoint_io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
-STAGES: dict[str, type[Stage]] = {
-    "classify": ClassifyStage,
-    "match": MatchStage,
-    "prompt": PromptStage,
-    "refine": RefineStage,
-    "joint": JointStage,
-    "fma-classify": FmaClassifyStage,
-    "fma-segment": FmaSegmentStage,
-    "segment": SegmentStage,
-}
+STAGES: dict[str, type[Stage]] = {name: import_stage(name) for name in STAGE_TABLE}
 
 
 def stage_class(name: str) -> type[Stage]:
@@ -62,11 +56,6 @@ def stage_class(name: str) -> type[Stage]:
         return STAGES[name]
     except KeyError:
         raise ConfigError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}") from None
-
-
-def stages_of_verb(verb: str) -> list[str]:
-    """Names of the stages a CLI verb trains (``semples train --stage`` choices)."""
-    return [name for name, cls in STAGES.items() if cls.verb == verb]
 
 
 def needs_clip(name: str, cfg: Config) -> bool:

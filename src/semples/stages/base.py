@@ -82,7 +82,6 @@ class Stage(nn.Module):
         loss_names: keys of the dict `forward` returns, besides "loss".
         depends_on: dotted config keys its result depends on besides `TRAINING_KEYS` and its own section.
         needs_clip: training it loads the frozen CLIP (also true whenever the generator family needs it).
-        verb: the CLI verb that trains it (``semples train --stage NAME``, or ``train-seg``).
     """
 
     name: str = "stage"
@@ -91,7 +90,6 @@ class Stage(nn.Module):
     loss_names: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ("clip", "generator")
     needs_clip: bool = True
-    verb: str = "train"
 
     @classmethod
     def section(cls) -> str:

@@ -31,7 +31,6 @@ class SegmentStage(Stage):
     loss_names = ("ce_loss",)  # Mask2Former: class_loss, mask_loss, dice_loss (the model's `loss_names`)
     depends_on = ("experiment",)
     needs_clip = False
-    verb = "train-seg"
 
     @classmethod
     def recorded_config(cls, cfg) -> dict:

@@ -27,13 +27,11 @@ from semples.data.transforms import TrainTransform
 from semples.engine import StageResult, make_accelerator, train_stage
 from semples.errors import ConfigError, RunError
 from semples.runs import RunLayout, scheme_folders
+from semples.stage_table import SCHEMES
 from semples.stages import build_stage, needs_clip, stage_class
 from semples.utils.checkpoint_io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
-
-SCHEMES = ("sequential", "alternating", "joint")
-
 
 @dataclass
 class TrainingSession:
